@@ -1,6 +1,7 @@
 """Watch GAN training in PyTorch Lightning: scores, failure diagnoses with remedies, and early stopping."""
 
-from lightning_gan_monitor.callback import GANMonitor, GANMonitorWarning
+from typing import TYPE_CHECKING, Any
+
 from lightning_gan_monitor.metrics import (
     DiscriminatorScore,
     FakeDetectionAccuracy,
@@ -10,6 +11,9 @@ from lightning_gan_monitor.metrics import (
     RealDetectionAccuracy,
 )
 from lightning_gan_monitor.rules import Diagnosis, FailureMode, StoppingReason
+
+if TYPE_CHECKING:
+    from lightning_gan_monitor.callback import GANMonitor, GANMonitorWarning
 
 __version__ = "0.1.0"
 
@@ -27,3 +31,13 @@ __all__ = [
     "StoppingReason",
     "__version__",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # Lightning is imported only when the callback is asked for, so the metrics and rules stay usable (and
+    # importable) without it, and `import lightning_gan_monitor.rules` keeps the layering honest.
+    if name in ("GANMonitor", "GANMonitorWarning"):
+        from lightning_gan_monitor import callback
+
+        return getattr(callback, name)
+    raise AttributeError(f"module 'lightning_gan_monitor' has no attribute {name!r}")

@@ -83,13 +83,12 @@ def gan_score_stats(d_real: Tensor | None, d_fake: Tensor | None, from_logits: b
     """
     if d_real is None and d_fake is None:
         raise ValueError("`gan_score_stats` needs at least one of `d_real` and `d_fake`, got neither")
-    ref = d_real if d_real is not None else d_fake
-    zeros = torch.zeros(5, device=ref.device)  # type: ignore[union-attr]
-    real = _side_stats(_flat_float(d_real, "d_real"), from_logits, fake=False) if d_real is not None else zeros
-    fake = _side_stats(_flat_float(d_fake, "d_fake"), from_logits, fake=True) if d_fake is not None else zeros
-    return torch.stack(
-        [real[0], real[1], real[2], fake[0], fake[1], fake[2], real[3] + fake[3], real[4] + fake[4]]  # type: ignore[index]
-    )
+    real = _flat_float(d_real, "d_real") if d_real is not None else None
+    fake = _flat_float(d_fake, "d_fake") if d_fake is not None else None
+    zeros = torch.zeros(5, device=(real if real is not None else fake).device)  # type: ignore[union-attr]
+    r = _side_stats(real, from_logits, fake=False) if real is not None else zeros
+    f = _side_stats(fake, from_logits, fake=True) if fake is not None else zeros
+    return torch.stack([r[0], r[1], r[2], f[0], f[1], f[2], r[3] + f[3], r[4] + f[4]])  # type: ignore[index]
 
 
 def gan_scores_from_stats(stats: Tensor) -> Tensor:

@@ -1,0 +1,115 @@
+import numpy as np
+import pytest
+import torch
+
+from lightning_gan_monitor.functional import (
+    STAT_NAMES,
+    discriminator_score,
+    fake_detection_accuracy,
+    gan_score_stats,
+    gan_scores,
+    gan_scores_from_stats,
+    generator_score,
+    real_detection_accuracy,
+)
+
+
+def numpy_scores(d_real: np.ndarray, d_fake: np.ndarray, from_logits: bool) -> dict[str, float]:
+    """The definitions, written independently: scores over the finite entries only."""
+    real, fake = d_real.astype(np.float64).ravel(), d_fake.astype(np.float64).ravel()
+    real, fake = real[np.isfinite(real)], fake[np.isfinite(fake)]
+    if from_logits:
+        real, fake = 1 / (1 + np.exp(-real)), 1 / (1 + np.exp(-fake))
+    return {
+        "generator_score": fake.mean(),
+        "discriminator_score": 0.5 * real.mean() + 0.5 * (1 - fake.mean()),
+        "fake_detection_accuracy": (fake < 0.5).mean(),
+        "real_detection_accuracy": (real >= 0.5).mean(),
+    }
+
+
+SHAPES = [(32,), (32, 1), (32, 1, 1, 1), (8, 1, 4, 4)]
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("from_logits", [False, True])
+def test_functional_scores_match_numpy_reference(shape, from_logits):
+    rng = np.random.default_rng(0)
+    if from_logits:
+        d_real, d_fake = rng.normal(1, 2, shape), rng.normal(-1, 2, shape)
+    else:
+        d_real, d_fake = rng.uniform(0, 1, shape), rng.uniform(0, 1, shape)
+    expected = numpy_scores(d_real, d_fake, from_logits)
+    real_t, fake_t = torch.tensor(d_real, dtype=torch.float32), torch.tensor(d_fake, dtype=torch.float32)
+    scores = gan_scores(real_t, fake_t, from_logits=from_logits)
+    for name, value in expected.items():
+        assert scores[name].item() == pytest.approx(value, abs=1e-6), name
+    assert generator_score(fake_t, from_logits).item() == pytest.approx(expected["generator_score"], abs=1e-6)
+    assert discriminator_score(real_t, fake_t, from_logits).item() == pytest.approx(
+        expected["discriminator_score"], abs=1e-6
+    )
+    assert fake_detection_accuracy(fake_t, from_logits).item() == pytest.approx(expected["fake_detection_accuracy"])
+    assert real_detection_accuracy(real_t, from_logits).item() == pytest.approx(expected["real_detection_accuracy"])
+
+
+def test_functional_stats_add_up_across_batches():
+    rng = np.random.default_rng(1)
+    batches = [(rng.uniform(0, 1, n), rng.uniform(0, 1, n)) for n in (5, 17, 32)]
+    total = sum(gan_score_stats(torch.tensor(r), torch.tensor(f)) for r, f in batches)
+    expected = numpy_scores(np.concatenate([r for r, _ in batches]), np.concatenate([f for _, f in batches]), False)
+    assert gan_scores_from_stats(total).tolist() == pytest.approx(list(expected.values()), abs=1e-6)
+
+
+def test_functional_threshold_edges_at_one_half():
+    # a fake rated exactly 0.5 is not detected; a real rated exactly 0.5 is
+    assert fake_detection_accuracy(torch.tensor([0.5, 0.49])).item() == 0.5
+    assert real_detection_accuracy(torch.tensor([0.5, 0.49])).item() == 0.5
+
+
+def test_functional_non_finite_entries_are_counted_and_left_out():
+    d_real = torch.tensor([0.8, float("nan"), 0.6])
+    d_fake = torch.tensor([0.2, float("inf"), -float("inf"), 0.4])
+    stats = gan_score_stats(d_real, d_fake)
+    assert stats[STAT_NAMES.index("non_finite")].item() == 3
+    assert stats[STAT_NAMES.index("out_of_range")].item() == 0
+    expected = numpy_scores(d_real.numpy(), d_fake.numpy(), False)
+    assert gan_scores_from_stats(stats).tolist() == pytest.approx(list(expected.values()), abs=1e-6)
+
+
+def test_functional_all_non_finite_gives_nan_scores():
+    scores = gan_scores(torch.full((4,), float("nan")), torch.full((4,), float("nan")))
+    assert all(torch.isnan(v) for v in scores.values())
+
+
+def test_functional_half_and_bfloat16_inputs_accumulate_in_float32():
+    d_fake = torch.rand(1000, generator=torch.Generator().manual_seed(0))
+    reference = generator_score(d_fake)
+    for dtype in (torch.float16, torch.bfloat16):
+        value = generator_score(d_fake.to(dtype))
+        assert value.dtype == torch.float32
+        assert value.item() == pytest.approx(reference.item(), abs=5e-3)
+
+
+def test_functional_detaches_inputs_with_graphs():
+    logits = torch.randn(8, 1, requires_grad=True)
+    assert not generator_score(logits * 2, from_logits=True).requires_grad
+
+
+@pytest.mark.parametrize("bad", [torch.tensor([1.5, 0.5]), torch.tensor([-0.1, 0.5])])
+def test_functional_probabilities_outside_unit_interval_raise(bad):
+    with pytest.raises(ValueError, match=r"outside \[0, 1\].*pass `from_logits=True`"):
+        generator_score(bad)
+    assert generator_score(bad, from_logits=True).item() > 0  # the same values are fine as logits
+
+
+def test_functional_rejects_non_tensors_and_missing_inputs():
+    with pytest.raises(TypeError, match=r"`d_fake` must be a torch\.Tensor"):
+        generator_score([0.1, 0.2])
+    with pytest.raises(TypeError, match="`d_real` must hold real numbers"):
+        real_detection_accuracy(torch.tensor([True, False]))
+    with pytest.raises(ValueError, match="needs at least one of `d_real` and `d_fake`"):
+        gan_score_stats(None, None)
+
+
+def test_functional_empty_batch_gives_nan_without_error():
+    assert torch.isnan(generator_score(torch.empty(0)))

@@ -1,0 +1,162 @@
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from lightning_gan_monitor.functional import gan_score_stats
+from lightning_gan_monitor.rules import (
+    REMEDIES,
+    Converged,
+    DiscriminatorDominates,
+    FailureDetector,
+    FailureMode,
+    GeneratorDominates,
+    NonFinite,
+    decide,
+    format_message,
+)
+
+HEALTHY = (0.5, 0.5)  # (D on fakes, D on reals), as probabilities
+D_DOMINATES = (0.02, 0.98)
+G_DOMINATES = (0.95, 0.6)
+NAN = (float("nan"), 0.5)
+CHANCE = ("mixed", 0.5)  # half the fakes at 0.4, half at 0.6: fake-detection accuracy exactly 0.5
+
+
+def batch_stats(fake: float | str, real: float) -> torch.Tensor:
+    d_fake = torch.tensor([0.4, 0.6] * 8) if fake == "mixed" else torch.full((16,), fake)
+    return gan_score_stats(torch.full((16,), real), d_fake)
+
+
+def default_rules(patience: int) -> list:
+    return [NonFinite(patience=1), DiscriminatorDominates(patience=patience), GeneratorDominates(patience=patience)]
+
+
+def run_rules(sequence, rules, smoothing=0.0, every=1) -> list[tuple[int, FailureMode | None]]:
+    """Feed per-batch scores through the detector the way the callback does; returns (batch, failure) fires."""
+    detector = FailureDetector(rules, smoothing)
+    fired = []
+    for batch, (fake, real) in enumerate(sequence, start=1):
+        if batch % every and batch != 1:
+            continue
+        detector.update(batch_stats(fake, real), n_batches=1 if batch == 1 else every)
+        held, latched, _ = detector.unpack([detector.packed().tolist()])
+        index, _ = decide(held, latched, rules)
+        if index >= 0:
+            detector.latch(index)
+            fired.append((batch, rules[index].failure))
+    return fired
+
+
+@pytest.mark.parametrize(
+    ("sequence", "expected"),
+    [
+        ([HEALTHY] * 50, []),
+        ([HEALTHY] * 5 + [D_DOMINATES] * 30, [(15, FailureMode.DISCRIMINATOR_DOMINATES)]),
+        # interrupted by one healthy batch: the count starts again
+        (
+            [HEALTHY] * 5 + [D_DOMINATES] * 8 + [HEALTHY] + [D_DOMINATES] * 30,
+            [(24, FailureMode.DISCRIMINATOR_DOMINATES)],
+        ),
+        ([HEALTHY] * 5 + [G_DOMINATES] * 30, [(15, FailureMode.GENERATOR_DOMINATES)]),
+        # generator score near 0 but D unsure about reals: discriminator score 0.725, not dominating
+        ([HEALTHY] * 5 + [(0.05, 0.5)] * 30, []),
+        ([HEALTHY] * 6 + [NAN] + [HEALTHY] * 10, [(7, FailureMode.NON_FINITE)]),
+        # after firing, a rule stays quiet while its condition keeps holding, and fires again on a new stretch
+        (
+            [D_DOMINATES] * 30 + [HEALTHY] * 3 + [D_DOMINATES] * 12,
+            [(10, FailureMode.DISCRIMINATOR_DOMINATES), (43, FailureMode.DISCRIMINATOR_DOMINATES)],
+        ),
+    ],
+)
+def test_rules_fire_after_patience_consecutive_batches(sequence, expected):
+    assert run_rules(sequence, default_rules(patience=10)) == expected
+
+
+def test_rules_count_batches_not_observations_when_probing():
+    # observed every 5 batches: each observation adds 5 held batches
+    sequence = [HEALTHY] * 10 + [G_DOMINATES] * 40
+    assert run_rules(sequence, default_rules(patience=20), every=5) == [(30, FailureMode.GENERATOR_DOMINATES)]
+
+
+def test_rules_success_rule_fires_as_no_failure():
+    rules = [*default_rules(patience=10), Converged(patience=10, tolerance=0.05)]
+    assert run_rules([D_DOMINATES] * 3 + [CHANCE] * 20, rules) == [(13, None)]
+
+
+def numpy_first_fire(sequence, smoothing, patience, generator_below=0.1, discriminator_above=0.9) -> int | None:
+    """Independent reference: bias-corrected EMA of the scores, then the D-dominates condition for `patience`."""
+    m, w, held = np.zeros(2), 0.0, 0
+    for batch, (fake, real) in enumerate(sequence, start=1):
+        x = np.array([fake, 0.5 * real + 0.5 * (1 - fake)])
+        m, w = smoothing * m + (1 - smoothing) * x, smoothing * w + (1 - smoothing)
+        g, d = m / w
+        held = held + 1 if (g < generator_below and d > discriminator_above) else 0
+        if held >= patience:
+            return batch
+    return None
+
+
+@pytest.mark.parametrize("smoothing", [0.5, 0.9, 0.97])
+def test_rules_smoothing_delays_firing_as_an_ema_would(smoothing):
+    sequence = [HEALTHY] * 20 + [D_DOMINATES] * 150
+    expected = numpy_first_fire(sequence, smoothing, patience=30)
+    assert expected is not None and expected > 50  # the smoothing lag is real
+    assert run_rules(sequence, default_rules(patience=30), smoothing=smoothing) == [
+        (expected, FailureMode.DISCRIMINATOR_DOMINATES)
+    ]
+
+
+def test_rules_batches_without_finite_outputs_keep_the_smoothed_scores():
+    detector = FailureDetector(default_rules(10), smoothing=0.9)
+    detector.update(batch_stats(0.3, 0.7), n_batches=1)
+    before = detector.scores.clone()
+    detector.update(gan_score_stats(torch.full((4,), float("nan")), torch.full((4,), float("nan"))), n_batches=1)
+    assert torch.equal(detector.scores, before)
+    assert detector.held[0].item() == 1  # the NaN batch counts for the non-finite rule
+
+
+def test_rules_decide_takes_the_strongest_evidence_across_processes():
+    rules = default_rules(patience=10)
+    held = [[0, 0, 3], [0, 0, 14], [0, 0, 11]]
+    assert decide(held, [[0, 0, 0]] * 3, rules) == (2, 1)
+    assert decide(held, [[0, 0, 0], [0, 0, 1], [0, 0, 0]], rules) == (2, 2)
+    assert decide([[0, 0, 9]], [[0, 0, 0]], rules) == (-1, -1)
+
+
+def test_rules_detector_state_round_trips():
+    detector = FailureDetector(default_rules(10), smoothing=0.9)
+    for _ in range(7):
+        detector.update(batch_stats(*D_DOMINATES), n_batches=1)
+    restored = FailureDetector(default_rules(10), smoothing=0.9)
+    assert restored.load_state_dict(detector.state_dict()) == []
+    assert torch.equal(restored.packed(), detector.packed())
+    # a detector with other rules keeps what it can and reports the rest
+    other = FailureDetector(default_rules(10)[:2], smoothing=0.9)
+    assert other.load_state_dict(detector.state_dict()) == ["held", "latched"]
+
+
+def test_rules_messages_state_evidence_and_remedies():
+    rule = DiscriminatorDominates(patience=50)
+    scores = dict(
+        generator_score=0.031, discriminator_score=0.962, fake_detection_accuracy=1.0, real_detection_accuracy=1.0
+    )
+    message = format_message(rule, batch=170, held_for=120, scores=scores)
+    assert message.startswith("Discriminator dominates after 170 training batches: for the last 120 batches (since")
+    assert "below 0.1 (now 0.031)" in message and "above 0.9 (now 0.962)" in message
+    for remedy in REMEDIES[FailureMode.DISCRIMINATOR_DOMINATES]:
+        assert remedy in message
+    assert any("label" in r for r in REMEDIES[FailureMode.DISCRIMINATOR_DOMINATES])
+    assert any("dropout" in r for r in REMEDIES[FailureMode.GENERATOR_DOMINATES])
+    assert "What to try" not in format_message(Converged(patience=5), 10, 5, scores)
+
+
+def test_rules_module_does_not_import_lightning():
+    code = (
+        "import sys, lightning_gan_monitor.rules, lightning_gan_monitor.metrics, lightning_gan_monitor.functional\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('pytorch_lightning', 'lightning')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
