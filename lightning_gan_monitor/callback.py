@@ -212,7 +212,15 @@ class GANMonitor(Callback):
                 "that both networks dominate"
             )
         _positive_int("non_finite_patience", non_finite_patience)
-        _probability("convergence_tolerance", convergence_tolerance)
+        if (
+            isinstance(convergence_tolerance, bool)
+            or not isinstance(convergence_tolerance, (int, float))
+            or not 0.0 < convergence_tolerance <= 0.5
+        ):
+            raise ValueError(
+                "`convergence_tolerance` must be a number in (0, 0.5] (a distance from 0.5), got "
+                f"{convergence_tolerance!r}"
+            )
         _positive_int("convergence_patience", convergence_patience, allow_none=True)
         _positive_int("check_every_n_batches", check_every_n_batches, allow_none=True)
         _positive_int("log_every_n_batches", log_every_n_batches, allow_none=True)
@@ -368,6 +376,11 @@ class GANMonitor(Callback):
             self._log_scores(trainer, pl_module)
 
     @override
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # The batches since the last log point (a stop usually falls between two) still reach the loggers.
+        self._log_scores(trainer, pl_module, callback_metrics=False)
+
+    @override
     def state_dict(self) -> dict[str, Any]:
         return {
             "batches_seen": self._batches_seen,
@@ -397,7 +410,7 @@ class GANMonitor(Callback):
             )
         self._batches_seen = state_dict.get("batches_seen", 0)
         self._since_observation = state_dict.get("since_observation", 0)
-        skipped = self._detector.load_state_dict(state_dict.get("detector", {}))
+        skipped = self._detector.load_state_dict(state_dict["detector"]) if "detector" in state_dict else []
         if skipped:
             rank_zero_warn(
                 f"GANMonitor could not restore {', '.join(skipped)} from the checkpoint (its rules differ); "
@@ -620,7 +633,7 @@ class GANMonitor(Callback):
 
     # ------------------------------------------------------------------ logging
 
-    def _log_scores(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def _log_scores(self, trainer: pl.Trainer, pl_module: pl.LightningModule, callback_metrics: bool = True) -> None:
         if self._running.update_count == 0:  # nothing observed since the last log (the same on every rank)
             return
         values = dict(zip((f"gan/{name}" for name in SCORE_NAMES), self._running.compute().unbind()))
@@ -629,6 +642,8 @@ class GANMonitor(Callback):
         step = self._batches_seen - 1  # Lightning logs `self.log` values of batch k at step k - 1
         for logger in trainer.loggers:
             logger.log_metrics({k: v.item() for k, v in finite.items()}, step=step)
+        if not callback_metrics:  # Lightning allows `self.log` only in some hooks
+            return
         # Also in `trainer.callback_metrics`, for `ModelCheckpoint(monitor="gan/...")` and the progress bar.
         pl_module.log_dict(finite, on_step=True, on_epoch=False, logger=False, batch_size=1)
         if self.check_finite:

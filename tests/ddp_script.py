@@ -1,0 +1,139 @@
+"""Train ``DigitsGAN`` with a :class:`GANMonitor` on two CPU processes (DDP, gloo) and write what each rank saw.
+
+Run as ``python tests/ddp_script.py OUTDIR [options]``; ``tests/test_ddp.py`` does. Lightning relaunches this
+script, with the same arguments, for rank 1. Each rank writes ``OUTDIR/rank{r}.json`` (the monitor's verdict, the
+batches it trained, the ``gan/*`` values in ``trainer.callback_metrics`` and every time the monitor logged) and
+``OUTDIR/rank{r}_outputs.pt`` (the ``d_real`` and ``d_fake`` logits each training step returned, per batch).
+
+``--dominate-on-rank R --from-batch K`` makes rank ``R`` alone return scripted outputs from its ``K``-th batch on
+(real logits +8, fake logits -8), so only that rank's data says "the discriminator dominates".
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.strategies import DDPStrategy
+from torch import Tensor
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
+
+from digits_gan import DigitsGAN, load_digits_tensor, make_dataloader
+
+from lightning_gan_monitor import GANMonitor
+
+#: Logit magnitude of the scripted outputs: sigmoid(8) ~ 0.99966.
+SCRIPTED_LOGIT = 8.0
+
+
+class RecordingGAN(DigitsGAN):
+    """``DigitsGAN`` that records what each training step returns and, on one rank, can script those outputs.
+
+    Args:
+        dominate_on_rank: rank that returns scripted outputs, or None for none.
+        from_batch: first batch (1-based, counted on that rank) whose outputs are scripted.
+        kwargs: passed to :class:`DigitsGAN`.
+
+    """
+
+    def __init__(self, dominate_on_rank: int | None = None, from_batch: int = 1, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.dominate_on_rank = dominate_on_rank
+        self.from_batch = from_batch
+        self.recorded: list[tuple[Tensor, Tensor]] = []
+        self.logged: list[tuple[int, dict[str, float]]] = []
+
+    def training_step(self, batch: list[Tensor], batch_idx: int) -> dict[str, Tensor] | None:
+        outputs = super().training_step(batch, batch_idx)
+        assert outputs is not None
+        if self.global_rank == self.dominate_on_rank and self.batches_trained >= self.from_batch:
+            outputs = {
+                "d_real": torch.full_like(outputs["d_real"], SCRIPTED_LOGIT),
+                "d_fake": torch.full_like(outputs["d_fake"], -SCRIPTED_LOGIT),
+            }
+        self.recorded.append((outputs["d_real"].detach().cpu(), outputs["d_fake"].detach().cpu()))
+        return outputs
+
+    def log_dict(self, dictionary: Any, *args: Any, **kwargs: Any) -> None:
+        """Note when the monitor logs its scores (it calls ``pl_module.log_dict``), then log as usual."""
+        scores = {k: float(v) for k, v in dictionary.items() if k.startswith("gan/")}
+        if scores:
+            self.logged.append((self.batches_trained, scores))
+        super().log_dict(dictionary, *args, **kwargs)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Train on two processes and write each rank's report to OUTDIR."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("outdir", type=Path)
+    parser.add_argument("--dominate-on-rank", type=int, default=None)
+    parser.add_argument("--from-batch", type=int, default=1)
+    parser.add_argument("--check-every", type=int, default=1)
+    parser.add_argument("--log-every", type=int, default=10)
+    parser.add_argument("--patience", type=int, default=20)
+    parser.add_argument("--max-epochs", type=int, default=3)
+    parser.add_argument("--digit", type=int, default=-1, help="-1: all digits (28 batches per rank and epoch)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+
+    pl.seed_everything(args.seed, verbose=False)
+    torch.set_num_threads(1)  # two processes share two cores
+    loader = make_dataloader(load_digits_tensor(None if args.digit < 0 else args.digit), seed=args.seed)
+    model = RecordingGAN(dominate_on_rank=args.dominate_on_rank, from_batch=args.from_batch)
+    monitor = GANMonitor(
+        patience=args.patience,
+        from_logits=True,
+        check_every_n_batches=args.check_every,
+        log_every_n_batches=args.log_every,
+        verbose=False,
+    )
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        devices=2,
+        # "ddp", but: DigitsGAN's generator takes no part in the discriminator's backward pass (two
+        # `manual_backward` calls per step), and a short collective timeout keeps a dead rank from hanging the other
+        strategy=DDPStrategy(find_unused_parameters=True, timeout=timedelta(seconds=60)),
+        max_epochs=args.max_epochs,
+        callbacks=[monitor],
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        logger=False,
+        num_sanity_val_steps=0,
+        default_root_dir=args.outdir,
+    )
+    trainer.fit(model, loader)
+
+    rank = trainer.global_rank
+    report = {
+        "rank": rank,
+        "world_size": trainer.world_size,
+        "failure": monitor.failure.value if monitor.failure else None,
+        "stopped_batch": monitor.stopped_batch,
+        "stopping_reason": monitor.stopping_reason.value,
+        "diagnoses": [{"batch": d.batch, "held_for": d.held_for} for d in monitor.diagnoses],
+        "batches": model.batches_trained,
+        "monitor_batches_seen": monitor._batches_seen,
+        "max_batches": trainer.num_training_batches * args.max_epochs,
+        "global_step": trainer.global_step,
+        "callback_metrics": {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("gan/")},
+        "log_batches": [batch for batch, _ in model.logged],
+        "logged": [scores for _, scores in model.logged],
+    }
+    args.outdir.mkdir(parents=True, exist_ok=True)
+    d_real, d_fake = zip(*model.recorded) if model.recorded else ((), ())
+    torch.save({"d_real": torch.stack(d_real), "d_fake": torch.stack(d_fake)}, args.outdir / f"rank{rank}_outputs.pt")
+    (args.outdir / f"rank{rank}.json").write_text(json.dumps(report, indent=2))
+    trainer.strategy.barrier()  # both reports are written before rank 0, the process the test waits on, exits
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

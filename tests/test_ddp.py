@@ -1,0 +1,171 @@
+"""GANMonitor under two-process CPU DDP: the stop decision and the logged scores are the same on every rank.
+
+Each test runs ``tests/ddp_script.py`` (Lightning relaunches it for rank 1) and reads the reports both ranks wrote.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from lightning_gan_monitor.functional import SCORE_NAMES, gan_scores
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = Path(__file__).resolve().parent / "ddp_script.py"
+TIMEOUT_S = 300
+# The script's defaults, repeated here because the assertions depend on them.
+SCRIPTED_LOGIT = 8.0
+PATIENCE = 20
+SMOOTHING = 0.9
+LOG_EVERY = 10
+DOMINATE_RANK = 1
+FROM_BATCH = 15
+
+
+def _run(outdir: Path, *options: str) -> list[dict[str, Any]]:
+    """Run the script on two processes; return both ranks' reports, each with its recorded outputs."""
+    env = {k: v for k, v in os.environ.items() if k not in ("LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "MASTER_PORT")}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    command = [
+        sys.executable,
+        str(SCRIPT),
+        str(outdir),
+        "--patience",
+        str(PATIENCE),
+        "--log-every",
+        str(LOG_EVERY),
+        *options,
+    ]
+    # A session of its own, so a timeout kills rank 1 (a child of rank 0) too.
+    proc = subprocess.Popen(
+        command, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    try:
+        stdout, stderr = proc.communicate(timeout=TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate()
+        pytest.fail(f"ddp_script.py timed out after {TIMEOUT_S} s\nstdout:\n{stdout}\nstderr:\n{stderr}")
+    assert proc.returncode == 0, f"ddp_script.py failed ({proc.returncode})\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    reports = []
+    for rank in (0, 1):
+        path = outdir / f"rank{rank}.json"
+        assert path.exists(), f"rank {rank} wrote no report\nstderr:\n{stderr}"
+        report = json.loads(path.read_text())
+        report["outputs"] = torch.load(outdir / f"rank{rank}_outputs.pt")
+        reports.append(report)
+    return reports
+
+
+def _summary(report: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in report.items() if k not in ("outputs", "logged")}
+
+
+def _smoothing_lag(logit: float, smoothing: float) -> int:
+    """Most observations of the scripted outputs the smoothed scores need to meet "discriminator dominates".
+
+    The bias-corrected EMA puts weight at least ``1 - smoothing**j`` on the last ``j`` observations, whatever came
+    before; the worst case has the earlier scores at the far end (generator score 1, discriminator score 0).
+    """
+    p_fake = 1 / (1 + math.exp(logit))  # sigmoid(-logit): the scripted D(G(z)); D(x) is 1 - p_fake
+    j = 1
+    # the default thresholds: generator score below 0.1 and discriminator score above 0.9
+    while not (smoothing**j + p_fake < 0.1 and (1 - smoothing**j) * (1 - p_fake) > 0.9):
+        j += 1
+    return j
+
+
+def _replay_stop(reports: list[dict[str, Any]], check_every: int) -> int | None:
+    """Where "discriminator dominates" should fire, replaying the rule on both ranks' outputs (float64)."""
+    held = [0, 0]
+    ema = [[0.0, 0.0], [0.0, 0.0]]  # per rank: generator score, discriminator score
+    weight = 0.0
+    n_batches = reports[0]["outputs"]["d_fake"].shape[0]
+    for batch in range(1, n_batches + 1):
+        weight = SMOOTHING * weight + 1 - SMOOTHING
+        for rank, report in enumerate(reports):
+            p_real = torch.sigmoid(report["outputs"]["d_real"][batch - 1].double()).mean().item()
+            p_fake = torch.sigmoid(report["outputs"]["d_fake"][batch - 1].double()).mean().item()
+            for i, score in enumerate((p_fake, 0.5 * p_real + 0.5 * (1 - p_fake))):
+                ema[rank][i] = SMOOTHING * ema[rank][i] + (1 - SMOOTHING) * score
+            g, d = (value / weight for value in ema[rank])
+            held[rank] = held[rank] + 1 if g < 0.1 and d > 0.9 else 0
+        if (batch == 1 or batch % check_every == 0) and max(held) >= PATIENCE:
+            return batch
+    return None
+
+
+@pytest.mark.ddp
+@pytest.mark.parametrize("check_every", [1, 5])
+def test_ddp_stops_on_same_batch_when_one_rank_fails(tmp_path: Path, check_every: int) -> None:
+    reports = _run(
+        tmp_path,
+        "--check-every",
+        str(check_every),
+        "--dominate-on-rank",
+        str(DOMINATE_RANK),
+        "--from-batch",
+        str(FROM_BATCH),
+        "--max-epochs",
+        "3",
+    )
+    rank0, rank1 = reports
+    for report in reports:
+        assert report["failure"] == "discriminator_dominates", _summary(report)
+        assert report["stopping_reason"] == "failure"
+    assert rank0["stopped_batch"] == rank1["stopped_batch"]
+    assert rank0["batches"] == rank1["batches"] == rank0["stopped_batch"]  # not one batch more on either rank
+    assert rank0["monitor_batches_seen"] == rank1["monitor_batches_seen"] == rank0["batches"]
+    assert rank0["global_step"] == rank1["global_step"]
+    assert rank0["batches"] < rank0["max_batches"]
+
+    # Only rank 1's data says so: rank 0's D(G(z)) stays above 0.1 on every batch, and so does its smoothed score.
+    fake0 = torch.sigmoid(rank0["outputs"]["d_fake"]).mean(dim=(1, 2))
+    assert fake0.min() > 0.1
+
+    # The condition holds from scripted batch `lag` at the latest, patience counts it for PATIENCE batches, and the
+    # next check comes at most `check_every - 1` batches later; it cannot fire before PATIENCE scripted batches.
+    lag = _smoothing_lag(SCRIPTED_LOGIT, SMOOTHING)
+    assert lag == 22
+    stopped = rank0["stopped_batch"]
+    assert FROM_BATCH + PATIENCE - 1 <= stopped <= FROM_BATCH + (lag - 1) + (PATIENCE - 1) + (check_every - 1)
+    assert stopped % check_every == 0
+    assert stopped == _replay_stop(reports, check_every)
+
+
+@pytest.mark.ddp
+def test_ddp_logged_scores_are_synced(tmp_path: Path) -> None:
+    reports = _run(tmp_path, "--check-every", "5", "--max-epochs", "3")
+    rank0, rank1 = reports
+    for report in reports:
+        assert report["failure"] is None, _summary(report)
+        assert report["stopping_reason"] == "not_stopped"
+    n_batches = rank0["batches"]
+    assert rank1["batches"] == n_batches == rank0["max_batches"]
+    assert n_batches % LOG_EVERY != 0  # the last log is not on the last batch, which makes the window meaningful
+
+    # The monitor logs every LOG_EVERY batches the scores over the batches since its previous log.
+    log_batches = list(range(LOG_EVERY, n_batches + 1, LOG_EVERY))
+    assert rank0["log_batches"] == rank1["log_batches"] == log_batches
+    assert rank0["callback_metrics"] == rank1["callback_metrics"] == rank0["logged"][-1]
+    assert set(rank0["callback_metrics"]) == {f"gan/{name}" for name in SCORE_NAMES}
+
+    window = slice(log_batches[-2], log_batches[-1])  # batches log_batches[-2] + 1 .. log_batches[-1], 0-based
+    d_real = torch.cat([r["outputs"]["d_real"][window] for r in reports])
+    d_fake = torch.cat([r["outputs"]["d_fake"][window] for r in reports])
+    expected = {f"gan/{k}": v.item() for k, v in gan_scores(d_real, d_fake, from_logits=True).items()}
+    assert rank0["callback_metrics"] == pytest.approx(expected, abs=1e-6)
+
+    # The ranks saw different data, so the synced value is not one rank's own.
+    for report in reports:
+        local = gan_scores(report["outputs"]["d_real"][window], report["outputs"]["d_fake"][window], from_logits=True)
+        assert any(abs(local[k].item() - expected[f"gan/{k}"]) > 1e-3 for k in SCORE_NAMES)
