@@ -455,8 +455,8 @@ class GANMonitor(Callback):
             return "outputs"
         if self.source == "outputs" or self._probe_problem is not None:
             got = (
-                "nothing"
-                if outputs is None
+                "nothing"  # manual optimisation turns a `None` return into `{}`
+                if outputs is None or (isinstance(outputs, Mapping) and not outputs)
                 else f"a mapping with keys {sorted(map(str, outputs))}"
                 if isinstance(outputs, Mapping)
                 else f"a {type(outputs).__name__}"
