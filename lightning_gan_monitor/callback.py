@@ -16,7 +16,13 @@ from torch import Tensor, nn
 from typing_extensions import override
 
 from lightning_gan_monitor import tensorboard
-from lightning_gan_monitor.functional import SCORE_NAMES, STAT_NAMES, gan_score_stats
+from lightning_gan_monitor.functional import (
+    SCORE_NAMES,
+    STAT_NAMES,
+    gan_score_stats_batches,
+    host_to_device,
+    non_finite_rows,
+)
 from lightning_gan_monitor.metrics import GANScoreStats
 from lightning_gan_monitor.rules import (
     Converged,
@@ -35,6 +41,9 @@ from lightning_gan_monitor.rules import (
 __all__ = ["GANMonitor", "GANMonitorWarning"]
 
 _OUT_OF_RANGE = STAT_NAMES.index("out_of_range")
+#: Default `check_every_n_batches`: a check costs a fixed few hundred microseconds on a CPU (and one read-back from
+#: an accelerator), whatever the number of batches it processes; benchmarks/RESULTS.md has the measurements.
+DEFAULT_CHECK_EVERY = 20
 _CONFIG_KEYS = (
     "patience",
     "from_logits",
@@ -83,8 +92,9 @@ class GANMonitor(Callback):
     From those outputs it keeps the generator score mean(D(G(z))), the discriminator score
     ½·mean(D(x)) + ½·mean(1 − D(G(z))) and the fake/real detection accuracies, logs them as ``gan/<score>`` to
     every logger, smooths them, and fires a rule when a failure condition has held for ``patience`` consecutive
-    training batches. The state lives on the module's device and is read back only every
-    ``check_every_n_batches``, so a rule can fire up to that many batches after its patience ran out.
+    training batches. An ordinary batch costs next to nothing: the batches since the last check are processed
+    together every ``check_every_n_batches``, on the module's device, with one read-back to the host; so training
+    stops up to that many batches after a rule's patience ran out (the diagnosis names the exact batch).
 
     Args:
         patience: consecutive training batches a failure condition must hold before its rule fires.
@@ -114,9 +124,9 @@ class GANMonitor(Callback):
             ``convergence_tolerance`` of 0.5 for ``convergence_patience`` batches (D is no better than chance).
         convergence_tolerance: see ``stop_on_convergence``.
         convergence_patience: see ``stop_on_convergence``; None uses ``patience``.
-        check_every_n_batches: read the state back to the host and decide every this many batches (and on the first
-            batch); None is 1 when the module is on the CPU and 10 on an accelerator, where a read-back waits for
-            the device.
+        check_every_n_batches: process the batches seen since the last check and decide every this many batches
+            (and on the first batch and at each log point); None is 20. A diagnosis names the exact batch at which
+            a rule's patience ran out; training stops at the check, up to this many batches later.
         log_every_n_batches: log the scores, averaged over the batches since the last log, every this many
             batches; None follows ``Trainer(log_every_n_steps=...)``.
         verbose: report a success stop and set-up choices (which source is used) on rank zero.
@@ -295,6 +305,8 @@ class GANMonitor(Callback):
         self._out_of_range = torch.zeros(())
         self._loss_non_finite = torch.zeros((), dtype=torch.bool)
         self._check_every = self.check_every_n_batches or 1
+        # D outputs (and returned losses) of the batches since the last check, processed together at the check
+        self._pending: list[tuple[Tensor, Tensor, int, list[Tensor]]] = []
         self._log_every = self.log_every_n_batches or 0
         self._warned_no_tensorboard = False
         self._detector.reset()
@@ -331,7 +343,7 @@ class GANMonitor(Callback):
         self._out_of_range = self._out_of_range.to(device)
         self._loss_non_finite = self._loss_non_finite.to(device)
         if self.check_every_n_batches is None:
-            self._check_every = 1 if device.type == "cpu" else 10
+            self._check_every = DEFAULT_CHECK_EVERY
         if self.log_every_n_batches is None:
             self._log_every = trainer.log_every_n_steps
         self._probe_problem = self._find_probe_problem(pl_module)
@@ -361,18 +373,15 @@ class GANMonitor(Callback):
     ) -> None:
         self._batches_seen += 1
         self._since_observation += 1
-        stats = self._observe(pl_module, outputs, batch)
-        if stats is not None:
-            stats = stats.to(self._out_of_range.device, non_blocking=True)
-            self._out_of_range += stats[_OUT_OF_RANGE]
-            non_finite = self._loss_non_finite | self._non_finite_outputs(outputs) if self.check_finite else None
-            self._detector.update(stats, self._since_observation, non_finite)
-            self._loss_non_finite = torch.zeros_like(self._loss_non_finite)
-            self._running.update(stats)
+        pair = self._observe(pl_module, outputs, batch)
+        if pair is not None:
+            losses = self._returned_losses(outputs) if self.check_finite else []
+            self._pending.append((*pair, self._since_observation, losses))
             self._since_observation = 0
-        if self._batches_seen == 1 or self._batches_seen % self._check_every == 0:
+        log = self._log_every and self._batches_seen % self._log_every == 0
+        if log or self._batches_seen == 1 or self._batches_seen % self._check_every == 0:
             self._check(trainer)
-        if self._log_every and self._batches_seen % self._log_every == 0:
+        if log:
             self._log_scores(trainer, pl_module)
 
     @override
@@ -433,8 +442,8 @@ class GANMonitor(Callback):
 
     # ------------------------------------------------------------------ where D's outputs come from
 
-    def _observe(self, pl_module: pl.LightningModule, outputs: Any, batch: Any) -> Tensor | None:
-        """One batch's score statistics, or None when this batch has nothing to observe."""
+    def _observe(self, pl_module: pl.LightningModule, outputs: Any, batch: Any) -> tuple[Tensor, Tensor] | None:
+        """D's outputs on the batch's real and generated samples (detached), or None if there is nothing to observe."""
         if self._resolved_source is None:
             self._resolve_source(self._choose_source(outputs))
         if self._resolved_source == "outputs":
@@ -445,7 +454,7 @@ class GANMonitor(Callback):
             if self._since_observation < self.probe_every_n_batches and self._batches_seen > 1:
                 return None
             d_real, d_fake = self._probe(pl_module, batch)
-        return gan_score_stats(d_real, d_fake, self.from_logits)
+        return d_real.detach(), d_fake.detach()  # no autograd graph outlives the step
 
     def _has_keys(self, outputs: Any) -> bool:
         return isinstance(outputs, Mapping) and self.d_real_key in outputs and self.d_fake_key in outputs
@@ -498,14 +507,16 @@ class GANMonitor(Callback):
                 )
         return pair
 
-    @staticmethod
-    def _non_finite_outputs(outputs: Any) -> Tensor:
-        """Whether a loss (or any floating tensor) returned by ``training_step`` is NaN/inf; device ops only."""
-        values = outputs.values() if isinstance(outputs, Mapping) else [outputs]
-        tensors = [v.detach() for v in values if isinstance(v, Tensor) and v.is_floating_point()]
-        if not tensors:
-            return torch.zeros((), dtype=torch.bool)
-        return ~torch.stack([torch.isfinite(t).all().to(tensors[0].device) for t in tensors]).all()
+    def _returned_losses(self, outputs: Any) -> list[Tensor]:
+        """The floating tensors ``training_step`` returned besides D's outputs (losses), to check for NaN/inf."""
+        if isinstance(outputs, Tensor):
+            return [outputs.detach()] if outputs.is_floating_point() else []
+        if not isinstance(outputs, Mapping):
+            return []
+        skip = (self.d_real_key, self.d_fake_key)
+        return [
+            v.detach() for k, v in outputs.items() if k not in skip and isinstance(v, Tensor) and v.is_floating_point()
+        ]
 
     def _find_probe_problem(self, pl_module: pl.LightningModule) -> str | None:
         """Why this module cannot be probed (a sentence naming what to set), or None."""
@@ -589,8 +600,27 @@ class GANMonitor(Callback):
 
     # ------------------------------------------------------------------ decision
 
+    def _flush(self) -> Tensor:
+        """Process the pending batches (tensor ops only); returns the detector's events of that window."""
+        if not self._pending:
+            return torch.full((len(self._rules), 6), -1.0, device=self._out_of_range.device)
+        reals, fakes, gaps, losses = zip(*self._pending)
+        self._pending = []
+        device = self._out_of_range.device
+        stats = gan_score_stats_batches(reals, fakes, self.from_logits).to(device, non_blocking=True)
+        non_finite = None
+        if self.check_finite:
+            non_finite = non_finite_rows(losses, device)
+            non_finite[0] |= self._loss_non_finite
+            self._loss_non_finite = torch.zeros_like(self._loss_non_finite)
+        events = self._detector.update(stats, host_to_device(gaps, device), non_finite)
+        self._running.update(stats.sum(0))
+        self._out_of_range += stats[:, _OUT_OF_RANGE].sum()
+        return events
+
     def _check(self, trainer: pl.Trainer) -> None:
-        packed = torch.cat([self._detector.packed(), self._out_of_range.reshape(1)])
+        events = self._flush()
+        packed = torch.cat([events.flatten(), self._out_of_range.reshape(1)])
         # One collective and one read-back; every rank then takes the same decision from the same numbers.
         rows = trainer.strategy.all_gather(packed).reshape(-1, packed.numel()).tolist()
         if not self.from_logits and any(row[-1] > 0 for row in rows):
@@ -599,20 +629,23 @@ class GANMonitor(Callback):
                 "discriminator returns logits (no sigmoid at the end, as with `BCEWithLogitsLoss`), pass "
                 "`GANMonitor(from_logits=True)`."
             )
-        held, latched, scores = self._detector.unpack([row[:-1] for row in rows])
-        index, process = decide(held, latched, self._rules)
+        per_rule = [[row[6 * r : 6 * r + 6] for r in range(len(self._rules))] for row in rows]
+        index, process = decide(per_rule, self._rules)
         should_stop = False
         if index >= 0:
-            should_stop = self._fire(trainer, self._rules[index], index, int(held[process][index]), scores[process])
+            batch, held, *scores = per_rule[process][index]
+            should_stop = self._fire(trainer, self._rules[index], index, int(batch), int(held), scores)
         should_stop = trainer.strategy.reduce_boolean_decision(should_stop, all=False)
         trainer.should_stop = trainer.should_stop or should_stop
 
-    def _fire(self, trainer: pl.Trainer, rule: Rule, index: int, held_for: int, scores: list[float]) -> bool:
+    def _fire(
+        self, trainer: pl.Trainer, rule: Rule, index: int, batch: int, held_for: int, scores: list[float]
+    ) -> bool:
         self._detector.latch(index)
         named = dict(zip(SCORE_NAMES, scores))
         note = "" if trainer.world_size == 1 else " (on at least one process)"
-        message = format_message(rule, self._batches_seen, held_for, named, note)
-        diagnosis = Diagnosis(rule.failure, self._batches_seen, held_for, named, message)
+        message = format_message(rule, batch, held_for, named, note)
+        diagnosis = Diagnosis(rule.failure, batch, held_for, named, message)
         self.diagnoses.append(diagnosis)
         stop = rule.failure is None or self.on_failure == "stop"
         if self.stopped_batch is None:

@@ -8,6 +8,8 @@ one-shot functions (``generator_score`` ...) chain the two.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor
 
@@ -16,6 +18,7 @@ __all__ = [
     "discriminator_score",
     "fake_detection_accuracy",
     "gan_score_stats",
+    "gan_score_stats_batches",
     "gan_scores",
     "gan_scores_from_stats",
     "generator_score",
@@ -47,20 +50,99 @@ def _flat_float(x: Tensor, name: str) -> Tensor:
         raise TypeError(f"`{name}` must be a torch.Tensor of discriminator outputs, got {type(x).__name__}")
     if x.is_complex() or x.dtype == torch.bool:
         raise TypeError(f"`{name}` must hold real numbers (probabilities or logits), got dtype {x.dtype}")
-    # Scores are means of many values: accumulate in float32 even for half/bfloat16 outputs.
-    return x.detach().reshape(-1).to(torch.float32)
+    return x.detach().reshape(-1)
 
 
-def _side_stats(x: Tensor, from_logits: bool, fake: bool) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+def _side_stats(parts: Sequence[Tensor | None], from_logits: bool, fake: bool, device: torch.device) -> Tensor:
+    """Per-batch (sum, count, detected, non-finite, out-of-range) of one side, as a (k, 5) tensor."""
+    k = len(parts)
+    present = [(i, x) for i, x in enumerate(parts) if x is not None]
+    if not present:
+        return torch.zeros(k, 5, device=device)
+    x = _cat_on(device, [t for _, t in present])
     finite = torch.isfinite(x)
-    p = torch.sigmoid(x) if from_logits else x
-    p = torch.where(finite, p, torch.zeros_like(p))
-    total = p.sum()
-    count = finite.sum(dtype=torch.float32)
-    detected = ((p < 0.5) & finite if fake else (p >= 0.5)).sum(dtype=torch.float32)
-    non_finite = x.numel() - count
-    out_of_range = torch.zeros_like(total) if from_logits else ((p < 0) | (p > 1)).sum(dtype=torch.float32)
-    return total, count, detected, non_finite, out_of_range
+    p = torch.where(finite, torch.sigmoid(x) if from_logits else x, 0.0)
+    detected = ((p < 0.5) & finite) if fake else (p >= 0.5)
+    out_of_range = torch.zeros_like(finite) if from_logits else (p < 0) | (p > 1)
+    values = torch.stack([p, finite.float(), detected.float(), (~finite).float(), out_of_range.float()], dim=1)
+    if k == 1:
+        return values.sum(0, keepdim=True)
+    return _segment_sum(values, [i for i, _ in present], [t.numel() for _, t in present], k)
+
+
+def _cat_on(device: torch.device, tensors: Sequence[Tensor]) -> Tensor:
+    """Flat tensors as one float32 vector on ``device``; converted once, after the concatenation (fewer ops)."""
+    if any(t.device != device for t in tensors):
+        tensors = [t.to(device, non_blocking=True) for t in tensors]
+    x = torch.cat(tensors) if len(tensors) > 1 else tensors[0]
+    # Scores are means of many values: accumulate in float32 even for half/bfloat16 outputs.
+    return x.to(torch.float32)
+
+
+def _segment_sum(values: Tensor, indices: Sequence[int], sizes: Sequence[int], k: int) -> Tensor:
+    """Sum consecutive runs of ``values`` rows (run j: ``sizes[j]`` rows, added to row ``indices[j]`` of k)."""
+    # The sizes are known on the host, so building the segment ids never waits for the device.
+    segment = host_to_device(torch.tensor(indices).repeat_interleave(torch.tensor(sizes)), values.device)
+    return torch.zeros(k, *values.shape[1:], device=values.device, dtype=values.dtype).index_add_(0, segment, values)
+
+
+def host_to_device(values: Sequence[int] | Tensor, device: torch.device) -> Tensor:
+    """A small host tensor on ``device`` without a synchronisation (through pinned memory on CUDA).
+
+    Example:
+        >>> host_to_device([1, 5], torch.device("cpu"))
+        tensor([1, 5])
+    """
+    tensor = values if isinstance(values, Tensor) else torch.tensor(values)
+    if device.type == "cpu":
+        return tensor
+    if device.type == "cuda":
+        tensor = tensor.pin_memory()
+    return tensor.to(device, non_blocking=True)
+
+
+def non_finite_rows(tensors: Sequence[Sequence[Tensor]], device: torch.device) -> Tensor:
+    """Per group (e.g. the losses one step returned), whether any value is NaN or infinite: a (k,) bool tensor.
+
+    Example:
+        >>> losses = [[torch.tensor(1.0)], [], [torch.tensor(2.0), torch.tensor(float("nan"))]]
+        >>> non_finite_rows(losses, torch.device("cpu"))
+        tensor([False, False,  True])
+    """
+    k = len(tensors)
+    present = [(i, t if t.dim() == 1 else t.reshape(-1)) for i, group in enumerate(tensors) for t in group]
+    if not present:
+        return torch.zeros(k, dtype=torch.bool, device=device)
+    values = (~torch.isfinite(_cat_on(device, [t for _, t in present]))).float()
+    return _segment_sum(values, [i for i, _ in present], [t.numel() for _, t in present], k) > 0
+
+
+def gan_score_stats_batches(
+    d_real: Sequence[Tensor | None], d_fake: Sequence[Tensor | None], from_logits: bool = False
+) -> Tensor:
+    """Sufficient statistics of several batches at once, a (k, ``NUM_STATS``) tensor (row i is batch i).
+
+    The same numbers as :func:`gan_score_stats` on each batch, computed with a fixed number of tensor operations
+    whatever k is: this is how the monitor processes the batches between two checks.
+
+    Example:
+        >>> import torch
+        >>> stats = gan_score_stats_batches([torch.tensor([0.9]), torch.tensor([0.4, 0.5])],
+        ...                                 [torch.tensor([0.2]), None])
+        >>> [[round(v, 3) for v in row] for row in stats[:, :6].tolist()]
+        [[0.9, 1.0, 1.0, 0.2, 1.0, 1.0], [0.9, 2.0, 1.0, 0.0, 0.0, 0.0]]
+    """
+    k = len(d_real)
+    if len(d_fake) != k:
+        raise ValueError(f"`d_real` and `d_fake` must list the same number of batches, got {k} and {len(d_fake)}")
+    if any(r is None and f is None for r, f in zip(d_real, d_fake)):
+        raise ValueError("`gan_score_stats` needs at least one of `d_real` and `d_fake`, got neither")
+    reals = [None if x is None else _flat_float(x, "d_real") for x in d_real]
+    fakes = [None if x is None else _flat_float(x, "d_fake") for x in d_fake]
+    device = next(x.device for x in (*reals, *fakes) if x is not None)
+    real = _side_stats(reals, from_logits, fake=False, device=device)
+    fake = _side_stats(fakes, from_logits, fake=True, device=device)
+    return torch.cat([real[:, :3], fake[:, :3], real[:, 3:] + fake[:, 3:]], dim=1)
 
 
 def gan_score_stats(d_real: Tensor | None, d_fake: Tensor | None, from_logits: bool = False) -> Tensor:
@@ -79,16 +161,8 @@ def gan_score_stats(d_real: Tensor | None, d_fake: Tensor | None, from_logits: b
         >>> import torch
         >>> gan_score_stats(torch.tensor([0.9, 0.4]), torch.tensor([0.2, 0.6])).tolist()
         [1.2999999523162842, 2.0, 1.0, 0.800000011920929, 2.0, 1.0, 0.0, 0.0]
-
     """
-    if d_real is None and d_fake is None:
-        raise ValueError("`gan_score_stats` needs at least one of `d_real` and `d_fake`, got neither")
-    real = _flat_float(d_real, "d_real") if d_real is not None else None
-    fake = _flat_float(d_fake, "d_fake") if d_fake is not None else None
-    zeros = torch.zeros(5, device=(real if real is not None else fake).device)  # type: ignore[union-attr]
-    r = _side_stats(real, from_logits, fake=False) if real is not None else zeros
-    f = _side_stats(fake, from_logits, fake=True) if fake is not None else zeros
-    return torch.stack([r[0], r[1], r[2], f[0], f[1], f[2], r[3] + f[3], r[4] + f[4]])  # type: ignore[index]
+    return gan_score_stats_batches([d_real], [d_fake], from_logits)[0]
 
 
 def gan_scores_from_stats(stats: Tensor) -> Tensor:

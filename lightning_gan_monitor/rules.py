@@ -127,8 +127,9 @@ class Rule:
         """Whether the condition holds now, as a bool tensor.
 
         Args:
-            scores: the smoothed scores, ordered as ``SCORE_NAMES`` (NaN where nothing was seen yet).
-            non_finite: bool tensor, the latest batch had NaN/inf outputs or losses.
+            scores: the smoothed scores, ordered as ``SCORE_NAMES`` in the last dimension (NaN where nothing was
+                seen yet); leading dimensions are observations.
+            non_finite: bool tensor of the leading shape: NaN/inf outputs or losses in that observation.
 
         """
         raise NotImplementedError
@@ -155,7 +156,7 @@ class DiscriminatorDominates(Rule):
     failure: FailureMode | None = field(init=False, default=FailureMode.DISCRIMINATOR_DOMINATES)
 
     def holds(self, scores: Tensor, non_finite: Tensor) -> Tensor:  # noqa: D102
-        return (scores[_G] < self.generator_below) & (scores[_D] > self.discriminator_above)
+        return (scores[..., _G] < self.generator_below) & (scores[..., _D] > self.discriminator_above)
 
     def describe(self, scores: dict[str, float]) -> str:  # noqa: D102
         return (
@@ -180,7 +181,7 @@ class GeneratorDominates(Rule):
     failure: FailureMode | None = field(init=False, default=FailureMode.GENERATOR_DOMINATES)
 
     def holds(self, scores: Tensor, non_finite: Tensor) -> Tensor:  # noqa: D102
-        return scores[_G] > self.generator_above
+        return scores[..., _G] > self.generator_above
 
     def describe(self, scores: dict[str, float]) -> str:  # noqa: D102
         return (
@@ -223,7 +224,7 @@ class Converged(Rule):
     tolerance: float = 0.05
 
     def holds(self, scores: Tensor, non_finite: Tensor) -> Tensor:  # noqa: D102
-        return (scores[_FAKE_ACC] - 0.5).abs() <= self.tolerance
+        return (scores[..., _FAKE_ACC] - 0.5).abs() <= self.tolerance
 
     def describe(self, scores: dict[str, float]) -> str:  # noqa: D102
         return (
@@ -278,44 +279,40 @@ def format_message(rule: Rule, batch: int, held_for: int, scores: dict[str, floa
     return "\n".join(lines)
 
 
-def decide(
-    held: Sequence[Sequence[float]], latched: Sequence[Sequence[float]], rules: Sequence[Rule]
-) -> tuple[int, int]:
-    """Which rule fires now, from every process's counters (a pure function, identical on every rank).
-
-    A rule fires when on some process its condition has held for at least ``patience`` batches and it has not
-    already fired during that same stretch. Rules are tried in order, so earlier rules win ties.
+def decide(events: Sequence[Sequence[Sequence[float]]], rules: Sequence[Rule]) -> tuple[int, int]:
+    """Which rule fires, from every process's events (a pure function, identical on every rank).
 
     Args:
-        held: per process, per rule, the number of consecutive batches the condition has held.
-        latched: per process, per rule, nonzero if the rule already fired during the current stretch.
+        events: per process, per rule, the row ``[batch, held_for, *scores]`` returned by
+            :meth:`FailureDetector.update`, where ``batch`` is -1 if the rule did not fire on that process.
         rules: the rules, in priority order.
 
     Returns:
-        ``(rule_index, process_index)`` of the rule that fires and of the process with the strongest evidence, or
-        ``(-1, -1)`` if none fires.
+        ``(rule_index, process_index)`` of the earliest firing (ties go to the earlier rule, then process), or
+        ``(-1, -1)`` if no rule fires.
 
     Example:
         >>> rules = [NonFinite(patience=1), GeneratorDominates(patience=10)]
-        >>> decide([[0, 4], [0, 12]], [[0, 0], [0, 0]], rules)
+        >>> no = [-1, 0, 0.5, 0.5, 0.5, 0.5]
+        >>> decide([[no, no], [no, [42, 10, 0.95, 0.3, 0.0, 0.6]]], rules)
         (1, 1)
-        >>> decide([[0, 4], [0, 12]], [[0, 0], [0, 1]], rules)
+        >>> decide([[no, no]], rules)
         (-1, -1)
-
     """
-    for r, rule in enumerate(rules):
-        ready = [
-            (proc_held[r], p)
-            for p, (proc_held, proc_latched) in enumerate(zip(held, latched))
-            if proc_held[r] >= rule.patience and not proc_latched[r]
-        ]
-        if ready:
-            return r, max(ready)[1]
-    return -1, -1
+    fired = [(rows[r][0], r, p) for p, rows in enumerate(events) for r in range(len(rules)) if rows[r][0] >= 0]
+    if not fired:
+        return -1, -1
+    _, rule, process = min(fired)
+    return rule, process
 
 
 class FailureDetector:
     """Smoothed scores and per-rule counters, kept as tensors on the training device.
+
+    :meth:`update` takes the statistics of a whole window of observations (the batches between two checks) and
+    processes them with a fixed number of tensor operations, as if they had come one by one: the exponential
+    moving average in closed form, and each rule's "held for" counter at every observation with cumulative sums. So
+    a rule is found to fire at the exact batch its patience ran out, even though the host only looks at checks.
 
     Args:
         rules: the rules to track, in priority order.
@@ -327,12 +324,15 @@ class FailureDetector:
         >>> import torch
         >>> from lightning_gan_monitor.functional import gan_score_stats
         >>> detector = FailureDetector([GeneratorDominates(patience=3)], smoothing=0.0)
-        >>> for _ in range(4):
-        ...     detector.update(gan_score_stats(torch.tensor([0.5]), torch.tensor([0.95])), n_batches=1)
-        >>> detector.held.tolist()
-        [4]
-
+        >>> stats = gan_score_stats(torch.tensor([0.5]), torch.tensor([0.95])).expand(4, -1)
+        >>> events = detector.update(stats, n_batches=torch.ones(4, dtype=torch.long))
+        >>> events[0, :2].tolist(), detector.held.tolist()
+        ([3.0, 3.0], [4])
     """
+
+    #: Observations processed together; longer windows are split (the closed-form average builds a k x k matrix).
+    chunk = 64
+    _STATE = ("ema", "ema_weight", "held", "latched", "batches")
 
     def __init__(self, rules: Sequence[Rule], smoothing: float, device: torch.device | str = "cpu") -> None:
         self.rules = tuple(rules)
@@ -346,10 +346,13 @@ class FailureDetector:
         self.ema_weight = torch.zeros(len(SCORE_NAMES), device=device)
         self.held = torch.zeros(n, dtype=torch.long, device=device)
         self.latched = torch.zeros(n, dtype=torch.bool, device=device)
+        self.batches = torch.zeros((), dtype=torch.long, device=device)
+        self._event_is_current = torch.zeros(n, dtype=torch.bool, device=device)
+        self._patience = torch.tensor([rule.patience for rule in self.rules], device=device)
 
     def to(self, device: torch.device | str) -> FailureDetector:
         """Move the state to ``device``."""
-        for name in ("ema", "ema_weight", "held", "latched"):
+        for name in (*self._STATE, "_patience", "_event_is_current"):
             setattr(self, name, getattr(self, name).to(device))
         return self
 
@@ -359,58 +362,100 @@ class FailureDetector:
         return torch.where(self.ema_weight > 0, self.ema / self.ema_weight.clamp(min=1e-12), math.nan)
 
     @torch.no_grad()
-    def update(self, stats: Tensor, n_batches: int, non_finite: Tensor | None = None) -> None:
-        """Take one observation; tensor ops only, so it never waits for the device.
+    def update(self, stats: Tensor, n_batches: Tensor, non_finite: Tensor | None = None) -> Tensor:
+        """Take a window of observations; tensor ops only, so it never waits for the device.
 
         Args:
-            stats: one batch's statistics from :func:`~lightning_gan_monitor.functional.gan_score_stats`.
-            n_batches: training batches since the previous observation (the rules count batches, and a probing
-                monitor observes only every few batches).
-            non_finite: optional bool tensor, NaN/inf seen elsewhere (e.g. in the losses).
+            stats: (k, ``NUM_STATS``) statistics from
+                :func:`~lightning_gan_monitor.functional.gan_score_stats_batches`, one row per observation.
+            n_batches: (k,) integers, training batches each observation stands for (1 when every batch is
+                observed; a probing monitor observes only every few batches, and the rules count batches).
+            non_finite: optional (k,) bool, NaN/inf seen elsewhere (e.g. in the losses).
 
+        Returns:
+            (number of rules, 2 + 4) float tensor: per rule ``[batch, held_for, *smoothed scores]`` at the first
+            observation of the window where it fired (its condition had held for ``patience`` batches and it had
+            not fired in that stretch yet), with ``batch`` counted from the start of training, or -1.
         """
-        batch_scores = gan_scores_from_stats(stats)
-        seen = ~torch.isnan(batch_scores)  # a score whose inputs were all non-finite keeps its old value
-        decay = torch.where(seen, self.smoothing, 1.0)
-        self.ema = decay * self.ema + (1 - decay) * torch.nan_to_num(batch_scores)
-        self.ema_weight = decay * self.ema_weight + (1 - decay)
-        bad = stats[_NON_FINITE] > 0
+        stats = stats.reshape(-1, stats.shape[-1]).to(self.ema.device)
+        n_batches = n_batches.reshape(-1).to(self.ema.device)
+        events, current = None, None
+        for start in range(0, stats.shape[0], self.chunk):
+            window = slice(start, start + self.chunk)
+            bad = None if non_finite is None else non_finite.reshape(-1)[window].to(self.ema.device)
+            chunk_events, chunk_current, unbroken = self._update_window(stats[window], n_batches[window], bad)
+            if events is None or current is None:
+                events, current = chunk_events, chunk_current
+            else:  # keep the earlier chunk's firing; it is current only if no break followed it
+                earlier = events[:, 0] >= 0
+                current = torch.where(earlier, current & unbroken, chunk_current)
+                events = torch.where(earlier.unsqueeze(1), events, chunk_events)
+        assert events is not None
+        self._event_is_current = current
+        return events
+
+    def _update_window(
+        self, stats: Tensor, n_batches: Tensor, non_finite: Tensor | None
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        k, device = stats.shape[0], stats.device
+        x = gan_scores_from_stats(stats)  # (k, 4) per-observation scores
+        decay = torch.where(torch.isnan(x), 1.0, self.smoothing)  # a score with no finite input keeps its value
+        gain = 1 - decay
+        # m_t = sum_{i<=t} gain_i x_i prod_{i<j<=t} decay_j + m_0 prod_{j<=t} decay_j, with the products from log sums
+        log_sums = decay.clamp(min=1e-30).log().cumsum(0)
+        ratio = torch.exp(log_sums.unsqueeze(1) - log_sums.unsqueeze(0))  # [t, i] = prod_{i<j<=t} decay_j
+        ratio = ratio.masked_fill(torch.ones(k, k, dtype=torch.bool, device=device).triu(1).unsqueeze(-1), 0.0)
+        carried = torch.exp(log_sums)
+        ema = torch.einsum("tic,ic->tc", ratio, gain * torch.nan_to_num(x)) + carried * self.ema
+        weight = torch.einsum("tic,ic->tc", ratio, gain) + carried * self.ema_weight
+        scores = torch.where(weight > 0, ema / weight.clamp(min=1e-12), math.nan)
+
+        bad = stats[:, _NON_FINITE] > 0
         if non_finite is not None:
             bad = bad | non_finite
-        scores = self.scores
-        conditions = torch.stack([rule.holds(scores, bad) for rule in self.rules])
-        self.held = torch.where(conditions, self.held + n_batches, 0)
-        self.latched = self.latched & conditions
+        holds = torch.stack([rule.holds(scores, bad) for rule in self.rules], dim=1)  # (k, rules)
+        # held_t: batches since the last observation where the condition failed (or since the window began)
+        steps = torch.arange(k, device=device).unsqueeze(1)
+        last_break = torch.cummax(torch.where(holds, -1, steps), dim=0).values
+        total = torch.cumsum(n_batches, 0)
+        total0 = torch.cat([total.new_zeros(1), total])
+        held = torch.where(last_break >= 0, total.unsqueeze(1) - total0[last_break + 1], self.held + total.unsqueeze(1))
+        latched = self.latched & (last_break < 0)
+        ready = (held >= self._patience) & ~latched
+        first = ready.int().argmax(0)  # the first observation where each rule is ready (0 if never)
+        rules = torch.arange(len(self.rules), device=device)
+        batch = torch.where(ready.any(0), self.batches + total[first], -1)
+        events = torch.cat([batch.unsqueeze(1).float(), held[first, rules].unsqueeze(1).float(), scores[first]], 1)
 
-    def packed(self) -> Tensor:
-        """The state that :func:`decide` needs, as one float vector (one transfer, one collective)."""
-        return torch.cat([self.held.float(), self.latched.float(), self.scores])
+        # whether a firing happened in the stretch still going on at the end of the window (then it latches)
+        current = ready.any(0) & (last_break[first, rules] == last_break[-1])
 
-    def unpack(self, rows: Sequence[Sequence[float]]) -> tuple[list[list[float]], ...]:
-        """``(held, latched, scores)`` lists, one row per process, from host copies of (gathered) :meth:`packed`."""
-        n = len(self.rules)
-        return (
-            [list(row[:n]) for row in rows],
-            [list(row[n : 2 * n]) for row in rows],
-            [list(row[2 * n :]) for row in rows],
-        )
+        self.ema, self.ema_weight = ema[-1], weight[-1]
+        self.held, self.latched = held[-1], latched[-1]
+        self.batches = self.batches + total[-1]
+        return events, current, last_break[-1] < 0
 
     def latch(self, index: int) -> None:
-        """Mark rule ``index`` as fired until its condition stops holding."""
-        self.latched[index] = True
+        """Rule ``index`` was reported from the last :meth:`update`: keep it quiet while that stretch lasts.
+
+        If the reported firing belongs to a stretch that already ended within the window, the rule stays unlatched,
+        so a newer stretch that also reached ``patience`` in that window is reported at the next update (late by up
+        to a window). A stretch that both starts and completes between the reported one and the end of the window
+        (possible only when ``patience`` is under half the window) is not reported on its own.
+        """
+        self.latched[index] = self._event_is_current[index]
 
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue exactly (tensors moved to the CPU)."""
-        return {name: getattr(self, name).detach().cpu() for name in ("ema", "ema_weight", "held", "latched")}
+        return {name: getattr(self, name).detach().cpu() for name in self._STATE}
 
     def load_state_dict(self, state: dict[str, Any]) -> list[str]:
         """Restore :meth:`state_dict`; returns the names it could not restore (absent, or shaped for other rules)."""
-        device = self.ema.device
         skipped = []
-        for name in ("ema", "ema_weight", "held", "latched"):
+        for name in self._STATE:
             current = getattr(self, name)
             if name in state and state[name].shape == current.shape:
-                setattr(self, name, state[name].to(device=device, dtype=current.dtype))
+                setattr(self, name, state[name].to(device=current.device, dtype=current.dtype))
             else:
                 skipped.append(name)
         return skipped

@@ -7,6 +7,7 @@ from lightning_gan_monitor.functional import (
     discriminator_score,
     fake_detection_accuracy,
     gan_score_stats,
+    gan_score_stats_batches,
     gan_scores,
     gan_scores_from_stats,
     generator_score,
@@ -113,3 +114,17 @@ def test_functional_rejects_non_tensors_and_missing_inputs():
 
 def test_functional_empty_batch_gives_nan_without_error():
     assert torch.isnan(generator_score(torch.empty(0)))
+
+
+def test_functional_stats_of_several_batches_equal_batch_by_batch_stats():
+    rng = np.random.default_rng(3)
+    reals = [torch.tensor(rng.normal(0, 3, (n, 1)), dtype=torch.float32) for n in (4, 0, 7, 1)]
+    fakes = [torch.tensor(rng.normal(0, 3, (n,)), dtype=torch.float16) for n in (5, 3, 1, 2)]
+    reals[2][0, 0], fakes[1][1] = float("nan"), float("inf")
+    reals[3] = None  # a batch with fakes only
+    stats = gan_score_stats_batches(reals, fakes, from_logits=True)
+    assert stats.shape == (4, len(STAT_NAMES))
+    for i, (r, f) in enumerate(zip(reals, fakes)):
+        assert torch.allclose(stats[i], gan_score_stats(r, f, from_logits=True), atol=1e-6), i
+    with pytest.raises(ValueError, match="must list the same number of batches, got 4 and 3"):
+        gan_score_stats_batches(reals, fakes[:3])

@@ -34,19 +34,22 @@ def default_rules(patience: int) -> list:
     return [NonFinite(patience=1), DiscriminatorDominates(patience=patience), GeneratorDominates(patience=patience)]
 
 
-def run_rules(sequence, rules, smoothing=0.0, every=1) -> list[tuple[int, FailureMode | None]]:
-    """Feed per-batch scores through the detector the way the callback does; returns (batch, failure) fires."""
+def run_rules(sequence, rules, smoothing=0.0, every=1, check=1) -> list[tuple[int, FailureMode | None]]:
+    """Feed per-batch scores through the detector as the callback does: observe every `every` batches, process the
+    observations in windows of `check`, and fire (then latch) the earliest rule of each window."""
     detector = FailureDetector(rules, smoothing)
+    observed = [(b, s) for b, s in enumerate(sequence, start=1) if b == 1 or b % every == 0]
+    gaps = [b - previous for (b, _), previous in zip(observed, [0] + [b for b, _ in observed])]
     fired = []
-    for batch, (fake, real) in enumerate(sequence, start=1):
-        if batch % every and batch != 1:
-            continue
-        detector.update(batch_stats(fake, real), n_batches=1 if batch == 1 else every)
-        held, latched, _ = detector.unpack([detector.packed().tolist()])
-        index, _ = decide(held, latched, rules)
+    for start in range(0, len(observed), check):
+        window = observed[start : start + check]
+        stats = torch.stack([batch_stats(*scores) for _, scores in window])
+        n = torch.tensor(gaps[start : start + check])
+        events = detector.update(stats, n)
+        index, _ = decide([events.tolist()], rules)
         if index >= 0:
             detector.latch(index)
-            fired.append((batch, rules[index].failure))
+            fired.append((int(events[index, 0]), rules[index].failure))
     return fired
 
 
@@ -66,19 +69,39 @@ def run_rules(sequence, rules, smoothing=0.0, every=1) -> list[tuple[int, Failur
         ([HEALTHY] * 6 + [NAN] + [HEALTHY] * 10, [(7, FailureMode.NON_FINITE)]),
         # after firing, a rule stays quiet while its condition keeps holding, and fires again on a new stretch
         (
-            [D_DOMINATES] * 30 + [HEALTHY] * 3 + [D_DOMINATES] * 12,
+            [D_DOMINATES] * 30 + [HEALTHY] * 3 + [D_DOMINATES] * 12 + [HEALTHY] * 20,
             [(10, FailureMode.DISCRIMINATOR_DOMINATES), (43, FailureMode.DISCRIMINATOR_DOMINATES)],
         ),
     ],
 )
-def test_rules_fire_after_patience_consecutive_batches(sequence, expected):
-    assert run_rules(sequence, default_rules(patience=10)) == expected
+@pytest.mark.parametrize("check", [1, 7, 33])
+def test_rules_fire_after_patience_consecutive_batches(sequence, expected, check):
+    # windows of observations processed at once find the same batches as one observation at a time
+    assert run_rules(sequence, default_rules(patience=10), check=check) == expected
+
+
+def test_rules_two_stretches_completed_between_two_checks_are_reported_once():
+    # The documented limit of checking every `check` batches: with patience 10 and a window of 64 batches, three
+    # stretches reach patience inside one window; the first is reported at its exact batch, the middle one is not,
+    # and the last one, still going on, is reported at the next check.
+    sequence = [D_DOMINATES] * 30 + [HEALTHY] * 3 + [D_DOMINATES] * 12 + [HEALTHY] * 5 + [D_DOMINATES] * 30
+    rules = default_rules(patience=10)
+    assert run_rules(sequence, rules, check=1) == [
+        (10, FailureMode.DISCRIMINATOR_DOMINATES),
+        (43, FailureMode.DISCRIMINATOR_DOMINATES),
+        (60, FailureMode.DISCRIMINATOR_DOMINATES),
+    ]
+    assert run_rules(sequence, rules, check=64) == [
+        (10, FailureMode.DISCRIMINATOR_DOMINATES),
+        (65, FailureMode.DISCRIMINATOR_DOMINATES),  # the third stretch straddles the check: found in the next window
+    ]
 
 
 def test_rules_count_batches_not_observations_when_probing():
     # observed every 5 batches: each observation adds 5 held batches
     sequence = [HEALTHY] * 10 + [G_DOMINATES] * 40
     assert run_rules(sequence, default_rules(patience=20), every=5) == [(30, FailureMode.GENERATOR_DOMINATES)]
+    assert run_rules(sequence, default_rules(patience=20), every=5, check=4) == [(30, FailureMode.GENERATOR_DOMINATES)]
 
 
 def test_rules_success_rule_fires_as_no_failure():
@@ -99,43 +122,56 @@ def numpy_first_fire(sequence, smoothing, patience, generator_below=0.1, discrim
     return None
 
 
+@pytest.mark.parametrize("check", [1, 10, 100])
 @pytest.mark.parametrize("smoothing", [0.5, 0.9, 0.97])
-def test_rules_smoothing_delays_firing_as_an_ema_would(smoothing):
+def test_rules_smoothing_delays_firing_as_an_ema_would(smoothing, check):
     sequence = [HEALTHY] * 20 + [D_DOMINATES] * 150
     expected = numpy_first_fire(sequence, smoothing, patience=30)
     assert expected is not None and expected > 50  # the smoothing lag is real
-    assert run_rules(sequence, default_rules(patience=30), smoothing=smoothing) == [
+    assert run_rules(sequence, default_rules(patience=30), smoothing=smoothing, check=check) == [
         (expected, FailureMode.DISCRIMINATOR_DOMINATES)
     ]
 
 
 def test_rules_batches_without_finite_outputs_keep_the_smoothed_scores():
     detector = FailureDetector(default_rules(10), smoothing=0.9)
-    detector.update(batch_stats(0.3, 0.7), n_batches=1)
+    detector.update(batch_stats(0.3, 0.7), torch.tensor([1]))
     before = detector.scores.clone()
-    detector.update(gan_score_stats(torch.full((4,), float("nan")), torch.full((4,), float("nan"))), n_batches=1)
+    detector.update(gan_score_stats(torch.full((4,), float("nan")), torch.full((4,), float("nan"))), torch.tensor([1]))
     assert torch.equal(detector.scores, before)
     assert detector.held[0].item() == 1  # the NaN batch counts for the non-finite rule
 
 
-def test_rules_decide_takes_the_strongest_evidence_across_processes():
+def test_rules_decide_takes_the_earliest_firing_across_processes():
     rules = default_rules(patience=10)
-    held = [[0, 0, 3], [0, 0, 14], [0, 0, 11]]
-    assert decide(held, [[0, 0, 0]] * 3, rules) == (2, 1)
-    assert decide(held, [[0, 0, 0], [0, 0, 1], [0, 0, 0]], rules) == (2, 2)
-    assert decide([[0, 0, 9]], [[0, 0, 0]], rules) == (-1, -1)
+    quiet = [-1.0, 0.0, 0.5, 0.5, 0.5, 0.5]
+    g_dom = [[-1.0, 0, 0, 0, 0, 0], [-1.0, 0, 0, 0, 0, 0]]
+    assert decide([[quiet, quiet, [57, 12, 0.95, 0.3, 0, 1]], [quiet, quiet, [53, 10, 0.96, 0.3, 0, 1]]], rules) == (
+        2,
+        1,
+    )
+    # the same batch on two rules: the earlier rule in priority order wins
+    assert decide([[quiet, [40, 10, 0.05, 0.95, 1, 1], [40, 10, 0.95, 0.2, 0, 1]]], rules) == (1, 0)
+    assert decide([[quiet, quiet, quiet], [quiet, *g_dom]], rules) == (-1, -1)
 
 
 def test_rules_detector_state_round_trips():
     detector = FailureDetector(default_rules(10), smoothing=0.9)
-    for _ in range(7):
-        detector.update(batch_stats(*D_DOMINATES), n_batches=1)
+    detector.update(batch_stats(*D_DOMINATES).expand(7, -1), torch.ones(7, dtype=torch.long))
     restored = FailureDetector(default_rules(10), smoothing=0.9)
     assert restored.load_state_dict(detector.state_dict()) == []
-    assert torch.equal(restored.packed(), detector.packed())
+    for name, value in detector.state_dict().items():
+        assert torch.equal(restored.state_dict()[name], value), name
     # a detector with other rules keeps what it can and reports the rest
     other = FailureDetector(default_rules(10)[:2], smoothing=0.9)
     assert other.load_state_dict(detector.state_dict()) == ["held", "latched"]
+
+
+def test_rules_long_windows_are_split_into_chunks():
+    sequence = [HEALTHY] * 30 + [G_DOMINATES] * 170
+    assert run_rules(sequence, default_rules(patience=25), smoothing=0.9, check=200) == run_rules(
+        sequence, default_rules(patience=25), smoothing=0.9, check=1
+    )
 
 
 def test_rules_messages_state_evidence_and_remedies():
