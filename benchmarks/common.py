@@ -1,0 +1,162 @@
+"""Shared pieces of the benchmarks: the GANs they train, timing, and table printing."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, TensorDataset
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
+
+from digits_gan import DigitsGAN, load_digits_tensor, make_dataloader
+
+__all__ = [
+    "BatchTimer",
+    "ConvGAN",
+    "DigitsGAN",
+    "load_digits_tensor",
+    "machine",
+    "make_dataloader",
+    "print_table",
+    "synthetic_images_loader",
+    "trainer",
+]
+
+
+def machine() -> str:
+    """One line naming the machine the figures come from."""
+    model = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return (
+        f"{platform.system()} {platform.machine()}, {model}, {os.cpu_count()} cores, torch {torch.__version__} "
+        f"({torch.get_num_threads()} threads), pytorch-lightning {pl.__version__}, Python {platform.python_version()}"
+    )
+
+
+class BatchTimer(pl.Callback):
+    """Wall time of every training batch, measured between consecutive ends of batches (so every callback's
+    `on_train_batch_end` is inside); put it last in the callbacks list."""
+
+    def __init__(self) -> None:
+        self.ends: list[float] = []
+
+    def on_train_batch_end(self, *args: Any) -> None:
+        self.ends.append(time.perf_counter())
+
+    def per_batch(self, skip: int) -> list[float]:
+        """Durations of the batches after the first `skip` (warm-up)."""
+        ends = self.ends[skip:]
+        return [b - a for a, b in itertools.pairwise(ends)]
+
+
+def trainer(
+    callbacks: list, max_steps: int = -1, max_epochs: int = -1, logger: Any = False, **kwargs: Any
+) -> pl.Trainer:
+    return pl.Trainer(
+        callbacks=callbacks,
+        max_steps=max_steps,
+        max_epochs=max_epochs,
+        logger=logger,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        num_sanity_val_steps=0,
+        log_every_n_steps=50,
+        **kwargs,
+    )
+
+
+class ConvGAN(pl.LightningModule):
+    """A small DCGAN for 32x32 single-channel images: a heavier step than the digits MLP."""
+
+    def __init__(self, latent_dim: int = 64, width: int = 32, return_d_outputs: bool = True) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.automatic_optimization = False
+        w = width
+        self.generator = nn.Sequential(
+            nn.Unflatten(1, (latent_dim, 1, 1)),
+            nn.ConvTranspose2d(latent_dim, 4 * w, 4, 1, 0, bias=False),  # 4x4
+            nn.BatchNorm2d(4 * w),
+            nn.ReLU(True),
+            nn.ConvTranspose2d(4 * w, 2 * w, 4, 2, 1, bias=False),  # 8x8
+            nn.BatchNorm2d(2 * w),
+            nn.ReLU(True),
+            nn.ConvTranspose2d(2 * w, w, 4, 2, 1, bias=False),  # 16x16
+            nn.BatchNorm2d(w),
+            nn.ReLU(True),
+            nn.ConvTranspose2d(w, 1, 4, 2, 1, bias=False),  # 32x32
+            nn.Tanh(),
+        )
+        self.discriminator = nn.Sequential(
+            nn.Conv2d(1, w, 4, 2, 1, bias=False),  # 16x16
+            nn.LeakyReLU(0.2, True),
+            nn.Conv2d(w, 2 * w, 4, 2, 1, bias=False),  # 8x8
+            nn.BatchNorm2d(2 * w),
+            nn.LeakyReLU(0.2, True),
+            nn.Conv2d(2 * w, 4 * w, 4, 2, 1, bias=False),  # 4x4
+            nn.BatchNorm2d(4 * w),
+            nn.LeakyReLU(0.2, True),
+            nn.Conv2d(4 * w, 1, 4, 1, 0, bias=False),  # 1x1 logit
+        )
+
+    def configure_optimizers(self) -> list[torch.optim.Optimizer]:
+        return [
+            torch.optim.Adam(self.generator.parameters(), 2e-4, betas=(0.5, 0.999)),
+            torch.optim.Adam(self.discriminator.parameters(), 2e-4, betas=(0.5, 0.999)),
+        ]
+
+    def training_step(self, batch: list[Tensor], batch_idx: int) -> dict[str, Tensor] | None:
+        (real,) = batch
+        opt_g, opt_d = self.optimizers()
+        bce = nn.functional.binary_cross_entropy_with_logits
+        fake = self.generator(torch.randn(real.shape[0], self.hparams.latent_dim, device=self.device))
+        d_real, d_fake = self.discriminator(real), self.discriminator(fake.detach())
+        d_loss = bce(d_real, torch.ones_like(d_real)) + bce(d_fake, torch.zeros_like(d_fake))
+        opt_d.zero_grad()
+        self.manual_backward(d_loss)
+        opt_d.step()
+        d_gen = self.discriminator(fake)
+        g_loss = bce(d_gen, torch.ones_like(d_gen))
+        opt_g.zero_grad()
+        self.manual_backward(g_loss)
+        opt_g.step()
+        if self.hparams.return_d_outputs:
+            return {"d_real": d_real.detach(), "d_fake": d_fake.detach()}
+        return None
+
+
+def synthetic_images_loader(n: int = 2048, batch_size: int = 64, seed: int = 0) -> DataLoader:
+    """Random Gaussian blobs on 32x32 images in [-1, 1]: structured enough for a GAN to learn, made on the spot."""
+    g = torch.Generator().manual_seed(seed)
+    yy, xx = torch.meshgrid(torch.arange(32.0), torch.arange(32.0), indexing="ij")
+    centres = torch.rand(n, 2, 1, 1, generator=g) * 20 + 6
+    sigma = torch.rand(n, 1, 1, generator=g) * 3 + 2
+    images = torch.exp(-((xx - centres[:, 0]) ** 2 + (yy - centres[:, 1]) ** 2) / (2 * sigma**2))
+    data = (images * 2 - 1).unsqueeze(1)
+    return DataLoader(TensorDataset(data), batch_size=batch_size, shuffle=True, drop_last=True, generator=g)
+
+
+def print_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    """A Markdown table of `rows` (also printed)."""
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for row in rows:
+        lines.append("| " + " | ".join(str(row.get(c, "")) for c in columns) + " |")
+    text = "\n".join(lines)
+    print(text)
+    return text

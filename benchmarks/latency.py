@@ -1,0 +1,178 @@
+"""How many batches a run trains past the onset of a failure before it is stopped: GANMonitor vs EarlyStopping.
+
+    python benchmarks/latency.py            # full run (a few minutes on 2 CPU cores)
+    python benchmarks/latency.py --quick    # one seed, for CI
+
+The digits GAN trains on all of scikit-learn's digits repeated 4 times (224 batches per epoch, so epochs are long)
+and a failure is switched on at a known batch: the generator freezes while the discriminator speeds up (D
+dominates), the discriminator freezes while the generator speeds up (G dominates), or a NaN is planted in D. The
+same runs without a switch (healthy) show whether an approach stops healthy training too (a false alarm).
+
+EarlyStopping watches the generator score that the module logs each batch with `self.log`, with a divergence
+threshold equal to the monitor's rule (0.1 for D dominating, 0.9 for G dominating):
+- "EarlyStopping, epoch end": its default, checked at the end of each training epoch on the epoch's mean;
+- "EarlyStopping, every batch": the most favourable setting we found: checked after a one-batch validation run
+  every batch (`val_check_interval=1`) on the latest batch's raw value, so it reacts at once but also to noise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import statistics
+from collections.abc import Callable
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from common import DigitsGAN, load_digits_tensor, machine, make_dataloader, print_table, trainer
+from pytorch_lightning.callbacks import EarlyStopping
+from torch.utils.data import DataLoader, TensorDataset
+
+from lightning_gan_monitor import GANMonitor
+
+SWITCH_AT = 300
+
+
+class LoggedGAN(DigitsGAN):
+    """The example's GAN, logging its generator score each batch (what EarlyStopping can watch)."""
+
+    def training_step(self, batch: Any, batch_idx: int) -> Any:
+        out = super().training_step(batch, batch_idx)
+        score = torch.sigmoid(out["d_fake"]).mean()
+        self.log("generator_score", score, on_step=True, on_epoch=True)
+        self.batch_scores.append(score.item())
+        return out
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:  # only there so EarlyStopping can run often
+        pass
+
+    def on_fit_start(self) -> None:
+        self.batch_scores: list[float] = []
+
+
+class Switch(pl.Callback):
+    """At batch `at`, change the GAN's hyperparameters and learning rates: the failure's onset."""
+
+    def __init__(self, at: int, lr_g: float | None = None, lr_d: float | None = None, **hparams: Any) -> None:
+        self.at, self.lr, self.hparams = at, (lr_g, lr_d), hparams
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: Any, batch: Any, batch_idx: int) -> None:
+        if pl_module.batches_trained == self.at:
+            pl_module.hparams.update(self.hparams)
+            for optimizer, lr in zip(pl_module.optimizers(), self.lr):
+                if lr is not None:
+                    for group in optimizer.optimizer.param_groups:
+                        group["lr"] = lr
+
+
+FAILURES: dict[str, dict[str, Any]] = {
+    "discriminator dominates": {"switch": {"freeze_generator": True, "lr_d": 2e-3}, "threshold": 0.1, "mode": "max"},
+    "generator dominates": {"switch": {"freeze_discriminator": True, "lr_g": 2e-3}, "threshold": 0.9, "mode": "min"},
+    "non-finite": {"model": {"nan_at_batch": SWITCH_AT}, "threshold": 0.1, "mode": "max"},
+    "healthy (no failure)": {"threshold": 0.1, "mode": "max"},
+}
+
+APPROACHES: dict[str, tuple[Callable[[dict], list], dict[str, Any]]] = {
+    "GANMonitor (defaults: patience 100)": (lambda f: [GANMonitor(from_logits=True)], {}),
+    "GANMonitor (patience 25)": (lambda f: [GANMonitor(patience=25, from_logits=True)], {}),
+    "EarlyStopping, epoch end": (
+        lambda f: [
+            EarlyStopping("generator_score", mode=f["mode"], divergence_threshold=f["threshold"], patience=10**6)
+        ],
+        {},
+    ),
+    "EarlyStopping, every batch": (
+        lambda f: [
+            EarlyStopping(
+                "generator_score",
+                mode=f["mode"],
+                divergence_threshold=f["threshold"],
+                patience=10**6,
+                check_on_train_epoch_end=False,
+            )
+        ],
+        {"val_check_interval": 1, "limit_val_batches": 1},
+    ),
+}
+
+
+def run(failure: str, approach: str, seed: int, max_batches: int) -> dict[str, Any]:
+    spec = FAILURES[failure]
+    make_callbacks, trainer_kwargs = APPROACHES[approach]
+    callbacks = make_callbacks(spec)
+    if "switch" in spec:
+        callbacks.append(Switch(SWITCH_AT, **spec["switch"]))
+    pl.seed_everything(seed, verbose=False)
+    data = load_digits_tensor(None).repeat(4, 1)
+    model = LoggedGAN(**spec.get("model", {}))
+    val = DataLoader(TensorDataset(data[:32]), batch_size=32)
+    # two optimizer steps per batch until a network freezes: cap by epochs, and stop at max_batches ourselves
+    callbacks.append(StopAt(max_batches))
+    trainer(callbacks, max_epochs=10**6, **trainer_kwargs).fit(model, make_dataloader(data, seed=seed), val)
+    trained = model.batches_trained
+    stopped = trained < max_batches
+    monitors = [c for c in callbacks if isinstance(c, GANMonitor)]
+    fired = monitors[0].diagnoses[0].batch if monitors and monitors[0].diagnoses else None
+    return {"trained": trained, "stopped": stopped, "fired_at": fired}
+
+
+class StopAt(pl.Callback):
+    def __init__(self, batches: int) -> None:
+        self.batches = batches
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: Any, *args: Any) -> None:
+        if pl_module.batches_trained >= self.batches:
+            trainer.should_stop = True
+
+
+def measure(seeds: list[int]) -> list[dict[str, Any]]:
+    """One row per failure and approach."""
+    max_batches = SWITCH_AT + 2 * 224 + 100  # the onset, two long epochs and some more
+    rows = []
+    for failure in FAILURES:
+        for approach in APPROACHES:
+            results = [run(failure, approach, seed, max_batches) for seed in seeds]
+            row: dict[str, Any] = {"failure": failure, "approach": approach, "results": results}
+            if "healthy" in failure:
+                row["false alarm (stopped, at batch)"] = ", ".join(
+                    f"yes, {r['trained']}" if r["stopped"] else "no" for r in results
+                )
+            else:
+                past = [r["trained"] - SWITCH_AT for r in results if r["stopped"]]
+                row["batches past onset before stop (per seed)"] = ", ".join(
+                    str(r["trained"] - SWITCH_AT) if r["stopped"] else f"not stopped (>{max_batches - SWITCH_AT})"
+                    for r in results
+                )
+                row["median"] = statistics.median(past) if past else ""
+                row["rule fired at (GANMonitor)"] = ", ".join(
+                    str(r["fired_at"] - SWITCH_AT) for r in results if r["fired_at"] is not None
+                )
+            rows.append(row)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="one seed (for CI)")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    seeds = [0] if args.quick else [0, 1, 2]
+    print(f"# Detection latency, {datetime.date.today()}\n\nMachine: {machine()}\n")
+    print(f"Failure switched on at batch {SWITCH_AT}; seeds {seeds}.\n")
+    print_table(
+        measure(seeds),
+        [
+            "failure",
+            "approach",
+            "batches past onset before stop (per seed)",
+            "median",
+            "rule fired at (GANMonitor)",
+            "false alarm (stopped, at batch)",
+        ],
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
