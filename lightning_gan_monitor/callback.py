@@ -136,7 +136,7 @@ class GANMonitor(Callback):
             a rule's patience ran out; training stops at the check, up to this many batches later.
         log_every_n_batches: log the scores, averaged over the batches since the last log, every this many
             batches; None follows ``Trainer(log_every_n_steps=...)``.
-        verbose: report a success stop and set-up choices (which source is used) on rank zero.
+        verbose: report a success stop, set-up choices (which source is used) and the end-of-fit summary on rank zero.
 
     Raises:
         ValueError: for an argument outside its allowed values (the message names it).

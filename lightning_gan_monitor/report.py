@@ -530,7 +530,7 @@ def _draw_diversity(ax: Axes, run: RunData, fired: list[tuple[FailureMode | None
     ax.set_ylabel("diversity / coverage", fontsize=8)
     ax.tick_params(labelsize=7)
     if drawn:
-        ax.legend(fontsize=6, loc="upper left", framealpha=0.85)
+        ax.legend(fontsize=6.5, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncols=2, frameon=False)
     else:
         ax.text(0.5, 0.5, "no diversity metrics logged", ha="center", va="center", transform=ax.transAxes)
 
