@@ -266,7 +266,7 @@ def read_run(run_dir: str | os.PathLike, name: str | None = None) -> RunData:
 
 
 def _has_monitor_tags(run: RunData) -> bool:
-    return bool(run.scalars or run.images or run.diagnoses or run.summary)
+    return bool(run.scalars or run.images or run.diagnoses or run.summary or run.config)
 
 
 def read_runs(logdir: str | os.PathLike) -> list[RunData]:
