@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import pytorch_lightning as pl
 import torch
@@ -24,6 +24,7 @@ from lightning_gan_monitor.functional import (
     non_finite_rows,
 )
 from lightning_gan_monitor.metrics import GANScoreStats
+from lightning_gan_monitor.report import ScoreHistory, collapsed_batches
 from lightning_gan_monitor.rules import (
     Converged,
     Diagnosis,
@@ -33,10 +34,16 @@ from lightning_gan_monitor.rules import (
     GeneratorDominates,
     NonFinite,
     Rule,
+    RunSummary,
     StoppingReason,
     decide,
     format_message,
+    regime_counts,
+    summarize,
 )
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 __all__ = ["GANMonitor", "GANMonitorWarning"]
 
@@ -129,7 +136,7 @@ class GANMonitor(Callback):
             a rule's patience ran out; training stops at the check, up to this many batches later.
         log_every_n_batches: log the scores, averaged over the batches since the last log, every this many
             batches; None follows ``Trainer(log_every_n_steps=...)``.
-        verbose: report a success stop and set-up choices (which source is used) on rank zero.
+        verbose: report a success stop, set-up choices (which source is used) and the end-of-fit summary on rank zero.
 
     Raises:
         ValueError: for an argument outside its allowed values (the message names it).
@@ -140,6 +147,8 @@ class GANMonitor(Callback):
         stopping_reason: a :class:`~lightning_gan_monitor.StoppingReason`.
         stopping_reason_message: the diagnosis text of the first rule that fired, or None.
         diagnoses: every rule that fired, in order, as :class:`~lightning_gan_monitor.rules.Diagnosis`.
+        summary: after ``fit``, a :class:`~lightning_gan_monitor.rules.RunSummary`: batches in each regime, final
+            scores and the verdict (also printed on rank zero when ``verbose``, and written to TensorBoard).
 
     Example:
         >>> from lightning_gan_monitor import GANMonitor
@@ -309,6 +318,9 @@ class GANMonitor(Callback):
         self._pending: list[tuple[Tensor, Tensor, int, list[Tensor]]] = []
         self._log_every = self.log_every_n_batches or 0
         self._warned_no_tensorboard = False
+        # what was logged at each log point, bounded (evenly thinned past 1000 points a tag), for `plot()`
+        self._history = ScoreHistory()
+        self.summary: RunSummary | None = None
         self._detector.reset()
         self._running.reset()
 
@@ -386,8 +398,63 @@ class GANMonitor(Callback):
 
     @override
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # The batches since the last check are judged and counted too (a run's end rarely falls on a check).
+        self._check(trainer)
         # The batches since the last log point (a stop usually falls between two) still reach the loggers.
         self._log_scores(trainer, pl_module, callback_metrics=False)
+        self.summary = self._summarize()
+        if trainer.is_global_zero:
+            if self.verbose:
+                rank_zero_info(str(self.summary))
+            for writer in self._tensorboard_writers(trainer):
+                tensorboard.write_summary(writer, str(self.summary), self._batches_seen)
+
+    def _summarize(self) -> RunSummary:
+        # One read-back at the end of fit; under DDP the regimes are rank zero's (each process smooths its own scores)
+        regimes = regime_counts(self._rules, self._detector.regime_batches.tolist())
+        collapsed = collapsed_batches(
+            {tag: self._history.series(tag) for tag in self._history.tags},
+            getattr(self, "collapse_diversity_below", None),
+            getattr(self, "collapse_near_duplicates_above", None),
+        )
+        return summarize(
+            self._batches_seen, regimes, self.scores, self.diagnoses, self.stopping_reason, collapsed_batches=collapsed
+        )
+
+    def plot(self) -> Figure:
+        """The report figure of the last ``fit``, drawn from the monitor's own history (needs matplotlib).
+
+        The same figure as :func:`lightning_gan_monitor.report.plot_run` draws from the logs, without reading them:
+        the scores logged at each log point (at most 1000 points a score: past that they are thinned evenly),
+        the failure bands at this monitor's thresholds, a marker at each diagnosis's batch, the summary and the
+        diagnoses with their remedies. Save it with :func:`lightning_gan_monitor.report.save_report`.
+
+        Raises:
+            ImportError: without matplotlib (the message says how to install it).
+            RuntimeError: before any score was logged.
+
+        Example:
+            >>> GANMonitor().plot()
+            Traceback (most recent call last):
+            ...
+            RuntimeError: GANMonitor.plot() has nothing to draw yet: call it after `trainer.fit(...)` has run ...
+
+        """
+        from lightning_gan_monitor.report import RunData, plot_runs
+
+        if not self._history.tags:
+            raise RuntimeError(
+                "GANMonitor.plot() has nothing to draw yet: call it after `trainer.fit(...)` has run for at least "
+                "one log point (`log_every_n_batches`, or the end of fit)"
+            )
+        run = RunData(
+            name="GANMonitor",
+            scalars={tag: self._history.series(tag) for tag in self._history.tags},
+            diagnoses=[d.message for d in self.diagnoses],
+            config=self._config(),
+            summary=str(self.summary) if self.summary is not None else None,
+        )
+        return plot_runs([run])
 
     @override
     def state_dict(self) -> dict[str, Any]:
@@ -404,6 +471,7 @@ class GANMonitor(Callback):
             "stopping_reason_message": self.stopping_reason_message,
             "diagnoses": [{**asdict(d), "failure": d.failure.value if d.failure else None} for d in self.diagnoses],
             "config": self._config(),
+            "history": self._history.state_dict(),
         }
 
     @override
@@ -439,6 +507,8 @@ class GANMonitor(Callback):
             Diagnosis(**{**d, "failure": FailureMode(d["failure"]) if d["failure"] else None})
             for d in state_dict.get("diagnoses", [])
         ]
+        if "history" in state_dict:
+            self._history.load_state_dict(state_dict["history"])
 
     # ------------------------------------------------------------------ where D's outputs come from
 
@@ -673,8 +743,10 @@ class GANMonitor(Callback):
         self._running.reset()
         finite = {k: v for k, v in values.items() if not torch.isnan(v)}
         step = self._batches_seen - 1  # Lightning logs `self.log` values of batch k at step k - 1
+        host = dict(zip(finite, torch.stack(list(finite.values())).tolist())) if finite else {}  # one read-back
+        self._history.add(self._batches_seen, host)
         for logger in trainer.loggers:
-            logger.log_metrics({k: v.item() for k, v in finite.items()}, step=step)
+            logger.log_metrics(dict(host), step=step)
         if not callback_metrics:  # Lightning allows `self.log` only in some hooks
             return
         # Also in `trainer.callback_metrics`, for `ModelCheckpoint(monitor="gan/...")` and the progress bar.
@@ -700,6 +772,8 @@ class GANMonitor(Callback):
     def _write_layouts(self, trainer: pl.Trainer) -> None:
         for writer in self._tensorboard_writers(trainer):
             tensorboard.write_score_layout(writer)
+            # the thresholds etc. of this run, so a report drawn from the logs shades the bands it really used
+            tensorboard.write_config(writer, {**self._config(), "on_failure": self.on_failure}, self._batches_seen)
 
 
 @contextlib.contextmanager

@@ -8,7 +8,8 @@ device; :func:`decide` is a pure function over host numbers, called only every `
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -19,6 +20,7 @@ from torch import Tensor
 from lightning_gan_monitor.functional import SCORE_NAMES, STAT_NAMES, gan_scores_from_stats
 
 __all__ = [
+    "REGIMES",
     "REMEDIES",
     "Converged",
     "Diagnosis",
@@ -28,8 +30,13 @@ __all__ = [
     "GeneratorDominates",
     "NonFinite",
     "Rule",
+    "RunSummary",
     "StoppingReason",
     "decide",
+    "format_message",
+    "parse_message",
+    "regime_counts",
+    "summarize",
 ]
 
 _NON_FINITE = STAT_NAMES.index("non_finite")
@@ -255,6 +262,10 @@ class Diagnosis:
         return self.batch - self.held_for + 1
 
 
+def _title(failure: FailureMode) -> str:
+    return failure.value.replace("_", " ").capitalize()
+
+
 def format_message(rule: Rule, batch: int, held_for: int, scores: dict[str, float], note: str = "") -> str:
     """The diagnosis text: the verdict, the evidence and, for a failure, the remedies.
 
@@ -266,7 +277,7 @@ def format_message(rule: Rule, batch: int, held_for: int, scores: dict[str, floa
         Generator dominates after 120 training batches: for the last 60 batches (since batch 61) ...
 
     """
-    title = "Converged" if rule.failure is None else rule.failure.value.replace("_", " ").capitalize()
+    title = "Converged" if rule.failure is None else _title(rule.failure)
     lines = [
         f"{title} after {batch} training batches: for the last {held_for} batches (since batch "
         f"{batch - held_for + 1}) {rule.describe(scores)}{note}."
@@ -277,6 +288,44 @@ def format_message(rule: Rule, batch: int, held_for: int, scores: dict[str, floa
     lines.append("What to try:")
     lines += [f"  - {remedy}" for remedy in REMEDIES[rule.failure]]
     return "\n".join(lines)
+
+
+_FIRST_LINE = re.compile(
+    r"^(?P<title>[A-Z][a-z ]*?) after (?P<batch>\d+) training batches: for the last (?P<held>\d+) batches"
+)
+
+
+def parse_message(message: str) -> tuple[FailureMode | None, int, int]:
+    """The failure mode, batch and "held for" of a diagnosis text written by :func:`format_message`.
+
+    The report reads diagnoses back from TensorBoard's text, so this is the inverse of :func:`format_message`'s
+    first line (a test ties the two together for every rule).
+
+    Args:
+        message: a diagnosis text (plain or as :func:`~lightning_gan_monitor.tensorboard.to_markdown` wrote it).
+
+    Returns:
+        ``(failure, batch, held_for)``: the :class:`FailureMode` (None for "Converged"), the training batch at
+        which the rule's patience ran out (:attr:`Diagnosis.batch`), and for how many batches the condition held.
+
+    Raises:
+        ValueError: if the text does not start as :func:`format_message` writes it.
+
+    Example:
+        >>> parse_message("Generator dominates after 120 training batches: for the last 60 batches (since batch 61)")
+        (<FailureMode.GENERATOR_DOMINATES: 'generator_dominates'>, 120, 60)
+
+    """
+    match = _FIRST_LINE.match(message.lstrip())
+    title = match["title"] if match else ""
+    failure = None if title == "Converged" else next((m for m in FailureMode if _title(m) == title), "unknown")
+    if match is None or failure == "unknown":
+        first = message.strip().splitlines()[0] if message.strip() else ""
+        raise ValueError(
+            "not a GANMonitor diagnosis: expected a first line such as 'Generator dominates after 120 training "
+            f"batches: for the last 60 batches ...', got {first[:120]!r}"
+        )
+    return failure, int(match["batch"]), int(match["held"])
 
 
 def decide(events: Sequence[Sequence[Sequence[float]]], rules: Sequence[Rule]) -> tuple[int, int]:
@@ -304,6 +353,135 @@ def decide(events: Sequence[Sequence[Sequence[float]]], rules: Sequence[Rule]) -
         return -1, -1
     _, rule, process = min(fired)
     return rule, process
+
+
+#: The regimes of the end-of-fit summary, in the order it lists them. A batch is counted in the regime of the first
+#: failure rule (in priority order) whose condition held on the smoothed scores, else in "balanced".
+REGIMES = ("balanced", "discriminator dominating", "generator dominating", "non-finite", "collapsed")
+_REGIME_OF = {
+    FailureMode.DISCRIMINATOR_DOMINATES: "discriminator dominating",
+    FailureMode.GENERATOR_DOMINATES: "generator dominating",
+    FailureMode.NON_FINITE: "non-finite",
+    FailureMode.MODE_COLLAPSE: "collapsed",
+}
+
+
+def regime_counts(rules: Sequence[Rule], counts: Sequence[int]) -> dict[str, int | None]:
+    """Batches per regime from :attr:`FailureDetector.regime_batches` (None: no rule watched that regime).
+
+    Example:
+        >>> counts = regime_counts([NonFinite(patience=1), GeneratorDominates(patience=10)], [2, 30, 68])
+        >>> counts["balanced"], counts["generator dominating"], counts["non-finite"], counts["collapsed"]
+        (68, 30, 2, None)
+
+    """
+    regimes: dict[str, int | None] = dict.fromkeys(REGIMES)
+    regimes["balanced"] = int(counts[-1])
+    for rule, n in zip(rules, counts):
+        if rule.failure is not None:
+            regimes[_REGIME_OF[rule.failure]] = int(n)
+    return regimes
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """What a run was like, for the end-of-fit summary: time in each regime, final scores and the verdict.
+
+    ``str(summary)`` is the text the monitor prints on rank zero and writes to TensorBoard (``gan/summary``).
+    """
+
+    #: Training batches seen.
+    batches: int
+    #: Batches in each of :data:`REGIMES` (None: not watched, e.g. "collapsed" without diversity metrics).
+    regimes: dict[str, int | None]
+    #: The final smoothed scores.
+    scores: dict[str, float]
+    #: Every rule that fired, in order.
+    diagnoses: tuple[Diagnosis, ...] = ()
+    #: Why training stopped.
+    stopping_reason: StoppingReason = StoppingReason.NOT_STOPPED
+    #: True when "collapsed" was measured apart from the score regimes (so it can overlap them).
+    collapsed_apart: bool = False
+
+    @property
+    def first_failure(self) -> Diagnosis | None:
+        """The first failure diagnosis, or None."""
+        return next((d for d in self.diagnoses if d.failure is not None), None)
+
+    @property
+    def verdict(self) -> str:
+        """One line: the first failure with its batch, or healthy / converged, and how training ended."""
+        failure = self.first_failure
+        converged = next((d for d in self.diagnoses if d.failure is None), None)
+        if self.stopping_reason is StoppingReason.CONVERGED and converged is not None:
+            ended = f"converged after {converged.batch} training batches; training stopped at batch {self.batches}"
+        elif self.stopping_reason is StoppingReason.FAILURE:
+            ended = f"training stopped at batch {self.batches}"
+        else:
+            ended = f"training ran to its end ({self.batches} batches)"
+        if failure is None:
+            return f"healthy: no failure rule fired; {ended}"
+        assert failure.failure is not None
+        return (
+            f"{_title(failure.failure)} after {failure.batch} training batches (since batch {failure.onset_batch}); "
+            f"{ended}"
+        )
+
+    def __str__(self) -> str:
+        # "collapsed" measured apart overlaps the score regimes, so it is not part of their total
+        counted = sum(
+            n
+            for name, n in self.regimes.items()
+            if n is not None and not (name == "collapsed" and self.collapsed_apart)
+        )
+        lines = [f"GANMonitor summary of {self.batches} training batches:"]
+        if counted != self.batches:
+            lines[0] = lines[0][:-1] + f" (regimes of the {counted} batches the rules have looked at):"
+        for name, n in self.regimes.items():
+            if n is None:
+                lines.append(f"  {name:<26} not measured")
+                continue
+            share = f"({100 * n / counted:.0f}%)" if counted else ""
+            note = " (measured apart: can overlap the above)" if name == "collapsed" and self.collapsed_apart else ""
+            lines.append(f"  {name:<26}{n:>7} batches {share:>6}{note}")
+        scores = ", ".join(f"{name.replace('_', ' ')} {value:.3f}" for name, value in self.scores.items())
+        lines.append(f"final smoothed scores: {scores}")
+        lines.append(f"verdict: {self.verdict}")
+        return "\n".join(lines)
+
+
+def summarize(
+    batches: int,
+    regimes: Mapping[str, int | None],
+    scores: Mapping[str, float],
+    diagnoses: Sequence[Diagnosis] = (),
+    stopping_reason: StoppingReason = StoppingReason.NOT_STOPPED,
+    collapsed_batches: int | None = None,
+) -> RunSummary:
+    """The end-of-fit summary (a pure function of what the monitor counted).
+
+    Args:
+        batches: training batches seen.
+        regimes: batches per regime, e.g. from :func:`regime_counts`.
+        scores: the final smoothed scores.
+        diagnoses: every rule that fired, in order.
+        stopping_reason: why training stopped.
+        collapsed_batches: batches judged collapsed by a measure outside the score rules (e.g. diversity below
+            its threshold); used when ``regimes`` has no count for "collapsed".
+
+    Example:
+        >>> summary = summarize(100, {"balanced": 100}, {"generator_score": 0.48})
+        >>> summary.verdict
+        'healthy: no failure rule fired; training ran to its end (100 batches)'
+        >>> print(str(summary).splitlines()[1])
+          balanced                      100 batches (100%)
+
+    """
+    counts: dict[str, int | None] = {name: regimes.get(name) for name in REGIMES}
+    apart = counts["collapsed"] is None and collapsed_batches is not None
+    if apart:
+        counts["collapsed"] = int(collapsed_batches)  # type: ignore[arg-type]
+    return RunSummary(batches, counts, dict(scores), tuple(diagnoses), stopping_reason, apart)
 
 
 class FailureDetector:
@@ -349,10 +527,14 @@ class FailureDetector:
         self.batches = torch.zeros((), dtype=torch.long, device=device)
         self._event_is_current = torch.zeros(n, dtype=torch.bool, device=device)
         self._patience = torch.tensor([rule.patience for rule in self.rules], device=device)
+        #: Batches counted per rule, where it was the first failure rule whose condition held, then (last) those
+        #: where none held: the summary's regimes, counted on the device, read back once at the end of fit.
+        self.regime_batches = torch.zeros(n + 1, dtype=torch.long, device=device)
+        self._is_failure = torch.tensor([rule.failure is not None for rule in self.rules], device=device)
 
     def to(self, device: torch.device | str) -> FailureDetector:
         """Move the state to ``device``."""
-        for name in (*self._STATE, "_patience", "_event_is_current"):
+        for name in (*self._STATE, "regime_batches", "_patience", "_event_is_current", "_is_failure"):
             setattr(self, name, getattr(self, name).to(device))
         return self
 
@@ -414,6 +596,10 @@ class FailureDetector:
         if non_finite is not None:
             bad = bad | non_finite
         holds = torch.stack([rule.holds(scores, bad) for rule in self.rules], dim=1)  # (k, rules)
+        failing = holds & self._is_failure
+        regime = torch.where(failing.any(1), failing.int().argmax(1), len(self.rules))
+        regimes = torch.arange(len(self.rules) + 1, device=device)
+        self.regime_batches = self.regime_batches + ((regime.unsqueeze(1) == regimes) * n_batches.unsqueeze(1)).sum(0)
         # held_t: batches since the last observation where the condition failed (or since the window began)
         steps = torch.arange(k, device=device).unsqueeze(1)
         last_break = torch.cummax(torch.where(holds, -1, steps), dim=0).values
@@ -447,7 +633,8 @@ class FailureDetector:
 
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue exactly (tensors moved to the CPU)."""
-        return {name: getattr(self, name).detach().cpu() for name in self._STATE}
+        state = {name: getattr(self, name).detach().cpu() for name in self._STATE}
+        return {**state, "regime_batches": self.regime_batches.detach().cpu()}
 
     def load_state_dict(self, state: dict[str, Any]) -> list[str]:
         """Restore :meth:`state_dict`; returns the names it could not restore (absent, or shaped for other rules)."""
@@ -458,4 +645,8 @@ class FailureDetector:
                 setattr(self, name, state[name].to(device=current.device, dtype=current.dtype))
             else:
                 skipped.append(name)
+        # Optional: checkpoints of version 0.1 have no regime counts; the summary then counts from the resume on.
+        regimes = state.get("regime_batches")
+        if regimes is not None and regimes.shape == self.regime_batches.shape:
+            self.regime_batches = regimes.to(self.regime_batches)
         return skipped

@@ -1,5 +1,6 @@
 import subprocess
 import sys
+from dataclasses import dataclass, field
 
 import numpy as np
 import pytest
@@ -9,14 +10,21 @@ from lightning_gan_monitor.functional import gan_score_stats
 from lightning_gan_monitor.rules import (
     REMEDIES,
     Converged,
+    Diagnosis,
     DiscriminatorDominates,
     FailureDetector,
     FailureMode,
     GeneratorDominates,
     NonFinite,
+    Rule,
+    StoppingReason,
     decide,
     format_message,
+    parse_message,
+    regime_counts,
+    summarize,
 )
+from lightning_gan_monitor.tensorboard import to_markdown
 
 HEALTHY = (0.5, 0.5)  # (D on fakes, D on reals), as probabilities
 D_DOMINATES = (0.02, 0.98)
@@ -196,3 +204,78 @@ def test_rules_module_does_not_import_lightning():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+@dataclass(frozen=True)
+class Collapse(Rule):
+    """Stands in for the mode-collapse rule (another branch) to check its message reads back too."""
+
+    failure: FailureMode | None = field(init=False, default=FailureMode.MODE_COLLAPSE)
+
+    def describe(self, scores):
+        return "diversity has stayed low"
+
+
+SCORES = dict(generator_score=0.97, discriminator_score=0.2, fake_detection_accuracy=0.5, real_detection_accuracy=0.4)
+
+
+@pytest.mark.parametrize(
+    "rule",
+    [
+        NonFinite(patience=1),
+        DiscriminatorDominates(patience=9),
+        GeneratorDominates(patience=9),
+        Converged(9),
+        Collapse(9),
+    ],
+)
+def test_rules_parse_message_reads_back_what_format_message_wrote(rule):
+    message = format_message(rule, 1234, 56, SCORES, note=" (on at least one process)")
+    assert parse_message(message) == (rule.failure, 1234, 56)
+    assert parse_message(to_markdown(message)) == (rule.failure, 1234, 56)  # as TensorBoard's text holds it
+    assert {m for m in FailureMode} == {FailureMode.MODE_COLLAPSE, *(r.failure for r in default_rules(1))}
+
+
+def test_rules_parse_message_rejects_other_text():
+    with pytest.raises(ValueError, match=r"not a GANMonitor diagnosis: expected a first line such as .*, got 'hello'"):
+        parse_message("hello\nworld")
+    with pytest.raises(ValueError, match="got 'Exploded after 3 training batches"):
+        parse_message("Exploded after 3 training batches: for the last 3 batches (since batch 1)")
+
+
+def test_rules_detector_counts_batches_per_regime_by_priority():
+    rules = [*default_rules(patience=1000), Converged(patience=1000, tolerance=0.5)]  # converged holds always
+    detector = FailureDetector(rules, smoothing=0.0)
+    sequence = [HEALTHY] * 7 + [D_DOMINATES] * 5 + [NAN] * 2 + [G_DOMINATES] * 4 + [HEALTHY] * 3
+    stats = torch.stack([batch_stats(*scores) for scores in sequence])
+    detector.update(stats[:10], torch.ones(10, dtype=torch.long))
+    detector.update(stats[10:], torch.full((11,), 3))  # as if probed every 3 batches: each stands for 3
+    # a NaN batch keeps the last smoothed scores (D dominating) but counts as non-finite, which comes first
+    expected = {"balanced": 7 + 9, "discriminator dominating": 3 + 2 * 3, "generator dominating": 12}
+    expected |= {"non-finite": 6, "collapsed": None}
+    assert regime_counts(rules, detector.regime_batches.tolist()) == expected
+    restored = FailureDetector(rules, smoothing=0.0)
+    restored.load_state_dict(detector.state_dict())
+    assert torch.equal(restored.regime_batches, detector.regime_batches)
+    older = {k: v for k, v in detector.state_dict().items() if k != "regime_batches"}  # a 0.1 checkpoint
+    assert FailureDetector(rules, smoothing=0.0).load_state_dict(older) == []
+
+
+def test_rules_summary_says_how_the_run_went():
+    regimes = {"balanced": 60, "discriminator dominating": 30, "generator dominating": 10, "non-finite": 0}
+    scores = dict.fromkeys(["generator_score", "discriminator_score"], 0.5)
+    failure = Diagnosis(FailureMode.DISCRIMINATOR_DOMINATES, 90, 30, scores, "...")
+    converged = Diagnosis(None, 100, 20, scores, "...")
+    stopped = summarize(100, regimes, scores, [failure], StoppingReason.FAILURE)
+    assert (
+        stopped.verdict
+        == "Discriminator dominates after 90 training batches (since batch 61); training stopped at batch 100"
+    )
+    warned = summarize(120, regimes, scores, [failure, converged], StoppingReason.CONVERGED)
+    assert warned.verdict.endswith("; converged after 100 training batches; training stopped at batch 120")
+    text = str(summarize(100, regimes, scores, collapsed_batches=25))
+    assert text.splitlines()[2] == "  discriminator dominating       30 batches  (30%)"
+    assert "  collapsed                      25 batches  (25%) (measured apart: can overlap the above)" in text
+    assert "collapsed                  not measured" in str(summarize(100, regimes, scores))
+    partial = str(summarize(150, regimes, scores))
+    assert partial.startswith("GANMonitor summary of 150 training batches (regimes of the 100 batches the rules")

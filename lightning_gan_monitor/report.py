@@ -1,0 +1,669 @@
+"""A run at a glance: the score plot, failure bands, fired rules, sample grids and diagnosis, from the logs.
+
+``plot_run(logdir)`` reads the TensorBoard event files the monitor wrote (one run, or every run under a folder,
+drawn side by side) and returns a matplotlib :class:`~matplotlib.figure.Figure`; ``save_report`` writes it as PNG,
+SVG, PDF or a self-contained HTML page; ``python -m lightning_gan_monitor report LOGDIR -o report.png`` does both.
+:meth:`GANMonitor.plot() <lightning_gan_monitor.GANMonitor.plot>` draws the same figure from the monitor's own
+:class:`ScoreHistory`.
+
+matplotlib is an optional extra (``pip install "lightning-gan-monitor[report]"``), imported only when a figure is
+drawn; nothing here imports Lightning.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import os
+import textwrap
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from lightning_gan_monitor.rules import DiscriminatorDominates, FailureMode, GeneratorDominates, parse_message
+from lightning_gan_monitor.tensorboard import CONFIG_TAG, DIAGNOSIS_TAG, SUMMARY_TAG, from_code_block
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+__all__ = [
+    "DEFAULT_CONFIG",
+    "FORMATS",
+    "INSTALL_HINT",
+    "RunData",
+    "ScoreHistory",
+    "check_output",
+    "collapsed_batches",
+    "find_runs",
+    "plot_run",
+    "plot_runs",
+    "read_run",
+    "save_report",
+    "write_report",
+]
+
+#: How to get the optional plotting dependency.
+INSTALL_HINT = 'pip install "lightning-gan-monitor[report]"'
+#: File types :func:`save_report` writes, by suffix.
+FORMATS = (".png", ".svg", ".pdf", ".html")
+SCORE_TAGS = ("gan/generator_score", "gan/discriminator_score")
+ACCURACY_TAGS = ("gan/fake_detection_accuracy", "gan/real_detection_accuracy")
+#: Drawn in the diversity panel when logged (from the mode-collapse metrics).
+DIVERSITY_TAGS = ("gan/diversity", "gan/near_duplicates", "gan/density", "gan/coverage")
+#: Drawn on the diversity panel's right axis when logged (their scale is not the others').
+QUALITY_TAGS = ("gan/fid", "gan/kid")
+SAMPLES_TAG = "gan/samples"
+REAL_SAMPLES_TAG = "gan/real_samples"
+#: The thresholds a report shades when a run's logs hold no ``gan/config`` (logs of version 0.1): the monitor's
+#: defaults, taken from the rules so they cannot drift apart (a test also checks them against ``GANMonitor``).
+DEFAULT_CONFIG: dict[str, Any] = {
+    "d_dominates_generator_below": DiscriminatorDominates.generator_below,
+    "d_dominates_discriminator_above": DiscriminatorDominates.discriminator_above,
+    "g_dominates_generator_above": GeneratorDominates.generator_above,
+}
+_COLORS = {
+    FailureMode.DISCRIMINATOR_DOMINATES: "tab:red",
+    FailureMode.GENERATOR_DOMINATES: "tab:orange",
+    FailureMode.MODE_COLLAPSE: "tab:purple",
+    FailureMode.NON_FINITE: "black",
+    None: "tab:green",
+}
+_WIDTH = 6.4  # inches per run
+_TEXT_COLUMNS = 110  # characters per line of the text panel at its font size
+_TEXT_LINES = 34  # most lines of text drawn per run (the HTML page has the full text)
+
+
+def _require_matplotlib() -> None:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise ImportError(f"The GAN monitor report needs matplotlib; install it with: {INSTALL_HINT}") from None
+
+
+# ---------------------------------------------------------------------------------------------- the data of a run
+
+
+class ScoreHistory:
+    """The values a monitor logged, kept bounded: at most ``max_points`` per tag, evenly thinned.
+
+    While a tag has fewer than ``max_points`` values every one is kept. Past that, every other kept value is
+    dropped and from then on only every 2nd (then 4th, ...) new value is kept, so the points stay evenly spaced over
+    the whole run; the latest value is always kept too. Memory is O(``max_points``) per tag whatever the run length.
+
+    Args:
+        max_points: most values kept per tag; an even number of at least 2.
+
+    Example:
+        >>> history = ScoreHistory(max_points=4)
+        >>> for batch in range(10, 110, 10):
+        ...     history.add(batch, {"gan/generator_score": batch / 100})
+        >>> history.series("gan/generator_score")
+        ([10, 50, 90, 100], [0.1, 0.5, 0.9, 1.0])
+
+    """
+
+    def __init__(self, max_points: int = 1000) -> None:
+        if isinstance(max_points, bool) or not isinstance(max_points, int) or max_points < 2 or max_points % 2:
+            raise ValueError(f"`max_points` must be an even integer of at least 2, got {max_points!r}")
+        self.max_points = max_points
+        self._series: dict[str, dict[str, Any]] = {}
+
+    @property
+    def tags(self) -> list[str]:
+        """The tags with at least one value, in the order they first came."""
+        return list(self._series)
+
+    def add(self, batch: int, values: Mapping[str, float]) -> None:
+        """Record the values logged at training batch ``batch``."""
+        for tag, value in values.items():
+            series = self._series.setdefault(tag, {"points": [], "stride": 1, "count": 0, "last": None})
+            if series["count"] % series["stride"] == 0:
+                series["points"].append((batch, float(value)))
+                if len(series["points"]) > self.max_points:
+                    series["points"] = series["points"][::2]
+                    series["stride"] *= 2
+            series["count"] += 1
+            series["last"] = (batch, float(value))
+
+    def series(self, tag: str) -> tuple[list[int], list[float]]:
+        """``(batches, values)`` of ``tag``, oldest first (empty lists for a tag never logged)."""
+        series = self._series.get(tag)
+        if series is None:
+            return [], []
+        points = list(series["points"])
+        if series["last"] is not None and points[-1] != series["last"]:
+            points.append(series["last"])
+        return [b for b, _ in points], [v for _, v in points]
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue (plain Python values, for checkpoints)."""
+        return {"max_points": self.max_points, "series": {tag: dict(s) for tag, s in self._series.items()}}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict`."""
+        self._series = {
+            tag: {**s, "points": [tuple(p) for p in s["points"]], "last": tuple(s["last"]) if s["last"] else None}
+            for tag, s in state.get("series", {}).items()
+        }
+
+
+@dataclass
+class RunData:
+    """What a report draws for one run.
+
+    Scalars are ``(batches, values)`` with batches counted from the start of training (an event file's step plus
+    one: Lightning logs the values of batch k at step k - 1, and so does the monitor).
+    """
+
+    #: Column title: the run's folder relative to the folder the report was asked for.
+    name: str
+    #: tag -> (training batches, values).
+    scalars: dict[str, tuple[list[int], list[float]]] = field(default_factory=dict)
+    #: tag -> [(step, encoded PNG)], oldest first.
+    images: dict[str, list[tuple[int, bytes]]] = field(default_factory=dict)
+    #: Diagnosis texts (as :func:`~lightning_gan_monitor.rules.format_message` wrote them), in order.
+    diagnoses: list[str] = field(default_factory=list)
+    #: The monitor's configuration (thresholds, patience, ...); missing keys fall back to :data:`DEFAULT_CONFIG`.
+    config: dict[str, Any] = field(default_factory=dict)
+    #: The end-of-fit summary text, if the run got to its end.
+    summary: str | None = None
+
+    def setting(self, key: str) -> Any:
+        """A configuration value of the run, else the monitor's default (None if neither is known)."""
+        return self.config.get(key, DEFAULT_CONFIG.get(key))
+
+    @property
+    def text(self) -> str:
+        """The summary, then each diagnosis with its remedies (what the report's text panel shows)."""
+        parts = [self.summary] if self.summary else []
+        parts += self.diagnoses
+        if not self.diagnoses:
+            parts.append("No rule fired.")
+        return "\n\n".join(parts)
+
+
+def _from_markdown(text: str) -> str:
+    """A diagnosis as :func:`~lightning_gan_monitor.tensorboard.to_markdown` wrote it, back to its plain form."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    return "\n".join("  " + line if line.startswith("- ") else line for line in lines)
+
+
+def find_runs(logdir: str | os.PathLike) -> list[Path]:
+    """The folders under ``logdir`` (itself included) that hold TensorBoard event files, sorted.
+
+    Raises:
+        FileNotFoundError: if ``logdir`` does not exist or holds no event file.
+        NotADirectoryError: if ``logdir`` is not a folder.
+
+    Example:
+        >>> find_runs("no/such/folder")
+        Traceback (most recent call last):
+        ...
+        FileNotFoundError: `logdir` 'no/such/folder' does not exist; pass the folder your TensorBoardLogger wrote to ...
+
+    """
+    root = Path(logdir)
+    if not root.exists():
+        raise FileNotFoundError(
+            f"`logdir` '{logdir}' does not exist; pass the folder your TensorBoardLogger wrote to (e.g. "
+            "lightning_logs, or one run's lightning_logs/version_0)"
+        )
+    if not root.is_dir():
+        raise NotADirectoryError(f"`logdir` '{logdir}' is not a folder; pass the folder that holds the event files")
+    runs = sorted({path.parent for path in root.rglob("events.out.tfevents.*") if path.is_file()})
+    if not runs:
+        raise FileNotFoundError(
+            f"no TensorBoard event files (events.out.tfevents.*) under '{logdir}'; pass the folder your "
+            "TensorBoardLogger wrote to (e.g. lightning_logs), from a run trained with GANMonitor"
+        )
+    return runs
+
+
+def read_run(run_dir: str | os.PathLike, name: str | None = None) -> RunData:
+    """The GAN monitor's tags in one folder's event files (returned empty of scalars if it has none).
+
+    Args:
+        run_dir: a folder holding event files (as :func:`find_runs` returns them).
+        name: the run's title; None: the folder's name.
+
+    """
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    # 0 keeps every event: the default reservoir would keep a random few images and texts.
+    events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "images": 0, "tensors": 0})
+    events.Reload()
+    tags = events.Tags()
+    run = RunData(name=name if name is not None else Path(run_dir).name)
+    for tag in tags["scalars"]:
+        if tag.startswith("gan/"):
+            scalars = events.Scalars(tag)
+            run.scalars[tag] = ([e.step + 1 for e in scalars], [e.value for e in scalars])
+    for tag in tags["images"]:
+        if tag.startswith("gan/"):
+            run.images[tag] = [(e.step, e.encoded_image_string) for e in events.Images(tag)]
+
+    def texts(tag: str) -> list[str]:
+        tensor_tag = f"{tag}/text_summary"
+        if tensor_tag not in tags["tensors"]:
+            return []
+        return [e.tensor_proto.string_val[0].decode() for e in events.Tensors(tensor_tag)]
+
+    run.diagnoses = [_from_markdown(text) for text in texts(DIAGNOSIS_TAG)]
+    configs = texts(CONFIG_TAG)
+    if configs:
+        try:
+            run.config = json.loads(from_code_block(configs[-1]))
+        except json.JSONDecodeError:
+            warnings.warn(f"{run_dir}: unreadable `{CONFIG_TAG}` text; shading the default thresholds", stacklevel=2)
+    summaries = texts(SUMMARY_TAG)
+    run.summary = from_code_block(summaries[-1]) if summaries else None
+    return run
+
+
+def _has_monitor_tags(run: RunData) -> bool:
+    return bool(run.scalars or run.images or run.diagnoses or run.summary or run.config)
+
+
+def read_runs(logdir: str | os.PathLike) -> list[RunData]:
+    """Every run under ``logdir`` that the GAN monitor logged, named by its folder relative to ``logdir``.
+
+    Runs without any ``gan/`` tag are left out with a warning, unless none has one.
+
+    Raises:
+        FileNotFoundError: if there are no event files (see :func:`find_runs`).
+        ValueError: if no event file holds a GAN monitor tag.
+
+    """
+    root = Path(logdir)
+    runs, skipped = [], []
+    run_dirs = find_runs(root)
+    for run_dir in run_dirs:
+        relative = run_dir.relative_to(root).as_posix()
+        # one run is named with its folder too (`digits_healthy/version_0`, not just `version_0`)
+        name = root.resolve().name if relative == "." else relative
+        name = f"{root.resolve().name}/{relative}" if len(run_dirs) == 1 and relative != "." else name
+        run = read_run(run_dir, name)
+        (runs if _has_monitor_tags(run) else skipped).append(run)
+    if not runs:
+        raise ValueError(
+            f"the event files under '{logdir}' hold no GAN monitor tags (such as {SCORE_TAGS[0]}); train with "
+            "GANMonitor in the callbacks and a TensorBoardLogger (Lightning's default logger), and pass that "
+            f"logger's folder (runs found: {', '.join(run.name for run in skipped)})"
+        )
+    if skipped:
+        warnings.warn(
+            f"left out of the report, no GAN monitor tags: {', '.join(run.name for run in skipped)}", stacklevel=2
+        )
+    return runs
+
+
+def collapsed_batches(
+    series: Mapping[str, tuple[Sequence[int], Sequence[float]]],
+    diversity_below: float | None = None,
+    near_duplicates_above: float | None = None,
+) -> int | None:
+    """Training batches judged collapsed from logged diversity values, or None if nothing to judge by.
+
+    A value logged at batch b stands for the batches since the previous value of its tag; a batch is collapsed if
+    ``gan/diversity`` was below ``diversity_below`` or ``gan/near_duplicates`` above ``near_duplicates_above``.
+
+    Example:
+        >>> collapsed_batches({"gan/diversity": ([100, 200, 300], [0.9, 0.1, 0.05])}, diversity_below=0.2)
+        200
+        >>> collapsed_batches({}, diversity_below=0.2) is None
+        True
+
+    """
+    intervals: list[tuple[int, int]] = []
+    measured = False
+    for tag, threshold, collapsed in (
+        ("gan/diversity", diversity_below, lambda v, t: v < t),
+        ("gan/near_duplicates", near_duplicates_above, lambda v, t: v > t),
+    ):
+        batches, values = series.get(tag, ((), ()))
+        if threshold is None or not batches:
+            continue
+        measured = True
+        previous = 0
+        for batch, value in zip(batches, values):
+            if collapsed(value, threshold):
+                intervals.append((previous, batch))
+            previous = batch
+    if not measured:
+        return None
+    total, reach = 0, 0
+    for start, end in sorted(intervals):  # the length of the union of (start, end]
+        start = max(start, reach)
+        if end > start:
+            total += end - start
+            reach = end
+    return total
+
+
+# ---------------------------------------------------------------------------------------------- drawing
+
+
+def plot_run(logdir: str | os.PathLike, dpi: float = 100) -> Figure:
+    """The report of the run in ``logdir``, or of every run under it side by side, as a matplotlib Figure.
+
+    For each run: the generator and discriminator scores over training batches with each failure condition's band
+    shaded (at the thresholds the run used, read from ``gan/config``), a marker where a rule fired labelled with the
+    failure mode; diversity/coverage when logged; the fixed-noise sample grids at the first, middle and last step
+    when logged; the summary and the diagnosis with its remedies.
+
+    Args:
+        logdir: a run's folder (e.g. ``lightning_logs/version_0``) or a folder of runs (e.g. ``lightning_logs``).
+        dpi: resolution of the figure (pixels per inch; the figure is 6.4 inches wide per run).
+
+    Raises:
+        ImportError: without matplotlib (the message says how to install it).
+        FileNotFoundError: for a folder that does not exist or holds no event files.
+        ValueError: for event files without any GAN monitor tag.
+
+    Example:
+        >>> from lightning_gan_monitor.report import plot_run
+        >>> plot_run("lightning_logs/digits_healthy")  # doctest: +SKIP
+        <Figure size 640x1009 with 3 Axes>
+
+    """
+    _require_matplotlib()
+    return plot_runs(read_runs(logdir), dpi=dpi)
+
+
+def plot_runs(runs: Sequence[RunData], dpi: float = 100) -> Figure:
+    """Draw runs side by side, one column each (see :func:`plot_run`).
+
+    Example:
+        >>> run = RunData("demo", scalars={"gan/generator_score": ([10, 20], [0.4, 0.05]),
+        ...                                "gan/discriminator_score": ([10, 20], [0.6, 0.97])})
+        >>> figure = plot_runs([run])
+        >>> [ax.get_title() for ax in figure.axes][:1]
+        ['demo']
+
+    """
+    _require_matplotlib()
+    from matplotlib.figure import Figure
+
+    if not runs:
+        raise ValueError("`runs` must hold at least one RunData, got none")
+    has_diversity = any(tag in run.scalars for run in runs for tag in DIVERSITY_TAGS + QUALITY_TAGS)
+    has_images = any(run.images.get(SAMPLES_TAG) or run.images.get(REAL_SAMPLES_TAG) for run in runs)
+    texts = [_wrap(run.text) for run in runs]
+    text_height = 0.3 + 0.125 * max(len(text.splitlines()) for text in texts)
+    rows = [("scores", 3.0)]
+    rows += [("diversity", 2.2)] if has_diversity else []
+    rows += [("images", 1.9)] if has_images else []
+    rows += [("text", text_height)]
+    figure = Figure(figsize=(_WIDTH * len(runs), sum(h for _, h in rows) + 0.4), dpi=dpi, layout="constrained")
+    figure.suptitle("GAN monitor report", fontsize=11, fontweight="bold")
+    grid = figure.add_gridspec(len(rows), len(runs), height_ratios=[h for _, h in rows])
+    score_axes = None
+    diversity_axes = None
+    for column, (run, text) in enumerate(zip(runs, texts)):
+        fired = _fired(run)
+        for row, (kind, _) in enumerate(rows):
+            cell = grid[row, column]
+            if kind == "scores":
+                score_axes = figure.add_subplot(cell, sharey=score_axes)
+                _draw_scores(score_axes, run, fired)
+            elif kind == "diversity":
+                ax = figure.add_subplot(cell, sharex=score_axes, sharey=diversity_axes)
+                diversity_axes = diversity_axes or ax
+                _draw_diversity(ax, run, fired)
+            elif kind == "images":
+                _draw_images(figure, cell, run)
+            else:
+                ax = figure.add_subplot(cell)
+                ax.set_axis_off()
+                ax.text(0, 1, text, va="top", ha="left", family="monospace", fontsize=6.5, transform=ax.transAxes)
+    return figure
+
+
+def _wrap(text: str) -> str:
+    lines: list[str] = []
+    for line in text.splitlines():
+        indent = len(line) - len(line.lstrip())
+        hanging = " " * (indent + 2 if line.lstrip().startswith("- ") else indent)
+        lines += textwrap.wrap(line, _TEXT_COLUMNS, subsequent_indent=hanging, drop_whitespace=True) or [""]
+    if len(lines) > _TEXT_LINES:
+        lines = [*lines[: _TEXT_LINES - 1], "... (the full text is in TensorBoard's Text tab and the HTML report)"]
+    return "\n".join(lines)
+
+
+def _fired(run: RunData) -> list[tuple[FailureMode | None, int, int]]:
+    """``(failure, batch, held_for)`` of each diagnosis; one that cannot be read is drawn without a marker."""
+    fired = []
+    for text in run.diagnoses:
+        try:
+            fired.append(parse_message(text))
+        except ValueError as err:
+            warnings.warn(f"{run.name}: a diagnosis is drawn without its marker: {err}", stacklevel=3)
+    return fired
+
+
+def _draw_markers(ax: Axes, fired: list[tuple[FailureMode | None, int, int]], modes: set[FailureMode | None]) -> None:
+    """A dashed line at the batch where each rule fired, labelled, and the stretch over which it had held."""
+    for failure, batch, held_for in fired:
+        if failure not in modes:
+            continue
+        title = "Converged" if failure is None else failure.value.replace("_", " ").capitalize()
+        color = _COLORS[failure]
+        ax.axvspan(batch - held_for, batch, color=color, alpha=0.08, lw=0)
+        ax.axvline(batch, color=color, ls="--", lw=1.2, label=f"{title} fired at batch {batch}", gid="diagnosis")
+        ax.annotate(
+            f"{title}\n(batch {batch})",
+            # mid-height: during a failure the curves sit at the extremes, where the label would hide them
+            xy=(batch, 0.7),
+            xycoords=("data", "axes fraction"),
+            xytext=(-3, 0),
+            textcoords="offset points",
+            ha="right",
+            va="center",
+            fontsize=7,
+            color=color,
+            fontweight="bold",
+            bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": "none", "alpha": 0.85},
+        )
+
+
+def _draw_scores(ax: Axes, run: RunData, fired: list[tuple[FailureMode | None, int, int]]) -> None:
+    g_below = run.setting("d_dominates_generator_below")
+    d_above = run.setting("d_dominates_discriminator_above")
+    g_above = run.setting("g_dominates_generator_above")
+    red, orange = _COLORS[FailureMode.DISCRIMINATOR_DOMINATES], _COLORS[FailureMode.GENERATOR_DOMINATES]
+    ax.axhspan(0, g_below, color=red, alpha=0.13, lw=0, label=f"D dominates: generator score < {g_below:g}")
+    ax.axhspan(d_above, 1, fc="none", ec=red, alpha=0.5, hatch="///", lw=0, label=f"...and discriminator > {d_above:g}")
+    ax.axhspan(g_above, 1, color=orange, alpha=0.15, lw=0, label=f"G dominates: generator score > {g_above:g}")
+    ax.axhline(0.5, color="gray", lw=0.6, ls=":")
+    for tag, color in zip(SCORE_TAGS, ("tab:blue", "tab:green")):
+        if tag in run.scalars:
+            batches, values = run.scalars[tag]
+            ax.plot(batches, values, color=color, lw=1.4, label=tag.removeprefix("gan/").replace("_", " "), gid=tag)
+    modes = {None, FailureMode.DISCRIMINATOR_DOMINATES, FailureMode.GENERATOR_DOMINATES, FailureMode.NON_FINITE}
+    if not any(tag in run.scalars for tag in DIVERSITY_TAGS):  # else mode collapse is marked on its own panel
+        modes.add(FailureMode.MODE_COLLAPSE)
+    _draw_markers(ax, fired, modes)
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlim(left=0)
+    ax.set_title(run.name, fontsize=10, fontweight="bold")
+    ax.set_xlabel("training batches", fontsize=8)
+    ax.set_ylabel("score (ideal 0.5)", fontsize=8)
+    ax.tick_params(labelsize=7)
+    # below the axes, so it never hides a curve
+    ax.legend(fontsize=6.5, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncols=2, frameon=False)
+    if not any(tag in run.scalars for tag in SCORE_TAGS):
+        ax.text(0.5, 0.5, "no scores logged", ha="center", va="center", transform=ax.transAxes, color="gray")
+
+
+def _draw_diversity(ax: Axes, run: RunData, fired: list[tuple[FailureMode | None, int, int]]) -> None:
+    colors = dict(zip(DIVERSITY_TAGS, ("tab:purple", "tab:brown", "tab:cyan", "tab:olive")))
+    drawn = False
+    for tag in DIVERSITY_TAGS:
+        if tag in run.scalars:
+            batches, values = run.scalars[tag]
+            ax.plot(batches, values, color=colors[tag], lw=1.3, label=tag.removeprefix("gan/"), gid=tag)
+            drawn = True
+    purple = _COLORS[FailureMode.MODE_COLLAPSE]
+    below = run.setting("collapse_diversity_below")
+    if below is not None and "gan/diversity" in run.scalars:
+        ax.axhspan(0, below, color=purple, alpha=0.12, lw=0, label=f"collapse: diversity < {below:g}")
+    above = run.setting("collapse_near_duplicates_above")
+    if above is not None and "gan/near_duplicates" in run.scalars:
+        ax.axhline(above, color="tab:brown", ls="--", lw=0.9, label=f"collapse: near-duplicates > {above:g}")
+    _draw_markers(ax, fired, {FailureMode.MODE_COLLAPSE})
+    quality = [tag for tag in QUALITY_TAGS if tag in run.scalars]
+    if quality:
+        twin = ax.twinx()
+        for tag, style in zip(quality, ("-", "--")):
+            batches, values = run.scalars[tag]
+            twin.plot(batches, values, color="gray", ls=style, lw=1.0, label=tag.removeprefix("gan/"), gid=tag)
+        twin.set_ylabel(" / ".join(tag.removeprefix("gan/").upper() for tag in quality), fontsize=8)
+        twin.tick_params(labelsize=7)
+        twin.legend(fontsize=6, loc="upper right")
+    ax.set_ylim(bottom=0)
+    ax.set_xlabel("training batches", fontsize=8)
+    ax.set_ylabel("diversity / coverage", fontsize=8)
+    ax.tick_params(labelsize=7)
+    if drawn:
+        ax.legend(fontsize=6.5, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncols=2, frameon=False)
+    else:
+        ax.text(0.5, 0.5, "no diversity metrics logged", ha="center", va="center", transform=ax.transAxes)
+
+
+def _draw_images(figure: Figure, cell: Any, run: RunData) -> None:
+    import matplotlib.image
+
+    samples = run.images.get(SAMPLES_TAG, [])
+    # first, middle and last grids (fewer if fewer were logged), then the real samples for comparison
+    picks = sorted({0, len(samples) // 2, len(samples) - 1}) if samples else []
+    shown = [(f"samples, step {samples[i][0]}", samples[i][1]) for i in picks]
+    shown += [("real samples", run.images[REAL_SAMPLES_TAG][-1][1])] if run.images.get(REAL_SAMPLES_TAG) else []
+    if not shown:
+        ax = figure.add_subplot(cell)
+        ax.set_axis_off()
+        ax.text(0.5, 0.5, "no sample grids logged", ha="center", va="center", transform=ax.transAxes, color="gray")
+        return
+    inner = cell.subgridspec(1, max(len(shown), 4))
+    for index, (title, png) in enumerate(shown):
+        ax = figure.add_subplot(inner[0, index])
+        image = matplotlib.image.imread(io.BytesIO(png), format="png")
+        ax.imshow(image, cmap="gray" if image.ndim == 2 else None, interpolation="nearest")
+        ax.set_title(title, fontsize=7)
+        ax.set_xticks([])
+        ax.set_yticks([])
+
+
+# ---------------------------------------------------------------------------------------------- writing
+
+
+def check_output(output: str | os.PathLike) -> Path:
+    """Check up front that a report can be written to ``output`` (known suffix, an existing writable folder).
+
+    Raises:
+        ValueError: for a suffix other than .png, .svg, .pdf or .html.
+        FileNotFoundError: if the folder does not exist.
+        NotADirectoryError: if the "folder" is a file.
+        IsADirectoryError: if ``output`` is a folder.
+        PermissionError: if the folder or the file cannot be written.
+
+    Example:
+        >>> check_output("report.jpg")
+        Traceback (most recent call last):
+        ...
+        ValueError: `output` must end in .png, .svg, .pdf or .html, got 'report.jpg'
+
+    """
+    path = Path(output)
+    if path.suffix.lower() not in FORMATS:
+        raise ValueError(f"`output` must end in .png, .svg, .pdf or .html, got '{output}'")
+    folder = path.parent
+    cannot = f"cannot write the report to '{output}'"
+    if path.is_dir():
+        raise IsADirectoryError(f"{cannot}: it is a folder; give a file name such as {path / 'report.png'}")
+    if not folder.exists():
+        raise FileNotFoundError(f"{cannot}: the folder '{folder}' does not exist; create it first")
+    if not folder.is_dir():
+        raise NotADirectoryError(f"{cannot}: '{folder}' is a file, not a folder")
+    if not os.access(folder, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise PermissionError(f"{cannot}: permission denied; choose a path you can write to")
+    return path
+
+
+def save_report(
+    figure: Figure,
+    output: str | os.PathLike,
+    dpi: float | None = None,
+    texts: Mapping[str, str] | None = None,
+    title: str = "GAN monitor report",
+) -> Path:
+    """Write a report figure as PNG, SVG or PDF, or as an HTML page with the PNG embedded, by ``output``'s suffix.
+
+    Args:
+        figure: from :func:`plot_run` or :meth:`GANMonitor.plot() <lightning_gan_monitor.GANMonitor.plot>`.
+        output: the file to write; its suffix (.png, .svg, .pdf, .html) picks the format.
+        dpi: resolution of PNG (and HTML) output; None keeps the figure's.
+        texts: for HTML, run name -> full text (summary and diagnoses), shown under the image as selectable text.
+        title: the HTML page's title.
+
+    Returns:
+        The path written.
+
+    Raises:
+        ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError: see
+            :func:`check_output`; OSError: if writing fails anyway (the message names the path).
+
+    Example:
+        >>> from lightning_gan_monitor.report import save_report
+        >>> save_report(plot_run("lightning_logs"), "report.html")  # doctest: +SKIP
+        PosixPath('report.html')
+
+    """
+    path = check_output(output)
+    suffix = path.suffix.lower()
+    dpi = figure.get_dpi() if dpi is None else dpi
+    try:
+        if suffix != ".html":
+            figure.savefig(path, format=suffix[1:], dpi=dpi)
+            return path
+        buffer = io.BytesIO()
+        figure.savefig(buffer, format="png", dpi=dpi)
+        encoded = base64.b64encode(buffer.getvalue()).decode("ascii")
+        sections = "".join(
+            f"<h2>{html.escape(name)}</h2>\n<pre>{html.escape(text)}</pre>\n" for name, text in (texts or {}).items()
+        )
+        page = (
+            f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>{html.escape(title)}</title>\n'
+            "<style>body{font-family:sans-serif;margin:1em}img{max-width:100%}pre{white-space:pre-wrap}</style>\n"
+            f'</head>\n<body>\n<h1>{html.escape(title)}</h1>\n<img alt="{html.escape(title)}" '
+            f'src="data:image/png;base64,{encoded}">\n{sections}</body>\n</html>\n'
+        )
+        path.write_text(page, encoding="utf-8")
+    except OSError as err:
+        raise OSError(f"cannot write the report to '{output}': {err.strerror or err}") from err
+    return path
+
+
+def write_report(logdir: str | os.PathLike, output: str | os.PathLike, dpi: float = 100) -> tuple[Path, int]:
+    """Read the runs under ``logdir``, draw them and write the report; what the command line does.
+
+    The output path is checked before the event files are read, so a typo fails fast.
+
+    Returns:
+        ``(path written, number of runs drawn)``.
+
+    Example:
+        >>> write_report("lightning_logs", "report.png")  # doctest: +SKIP
+        (PosixPath('report.png'), 4)
+
+    """
+    check_output(output)
+    _require_matplotlib()
+    runs = read_runs(logdir)
+    figure = plot_runs(runs, dpi=dpi)
+    path = save_report(figure, output, dpi=dpi, texts={run.name: run.text for run in runs})
+    return path, len(runs)
