@@ -399,7 +399,7 @@ class GANMonitor(Callback):
     @override
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # The batches since the last check are judged and counted too (a run's end rarely falls on a check).
-        self._check(trainer)
+        self._check(trainer, training_over=True)
         # The batches since the last log point (a stop usually falls between two) still reach the loggers.
         self._log_scores(trainer, pl_module, callback_metrics=False)
         self.summary = self._summarize()
@@ -688,7 +688,7 @@ class GANMonitor(Callback):
         self._out_of_range += stats[:, _OUT_OF_RANGE].sum()
         return events
 
-    def _check(self, trainer: pl.Trainer) -> None:
+    def _check(self, trainer: pl.Trainer, training_over: bool = False) -> None:
         events = self._flush()
         packed = torch.cat([events.flatten(), self._out_of_range.reshape(1)])
         # One collective and one read-back; every rank then takes the same decision from the same numbers.
@@ -704,12 +704,19 @@ class GANMonitor(Callback):
         should_stop = False
         if index >= 0:
             batch, held, *scores = per_rule[process][index]
-            should_stop = self._fire(trainer, self._rules[index], index, int(batch), int(held), scores)
+            should_stop = self._fire(trainer, self._rules[index], index, int(batch), int(held), scores, training_over)
         should_stop = trainer.strategy.reduce_boolean_decision(should_stop, all=False)
         trainer.should_stop = trainer.should_stop or should_stop
 
     def _fire(
-        self, trainer: pl.Trainer, rule: Rule, index: int, batch: int, held_for: int, scores: list[float]
+        self,
+        trainer: pl.Trainer,
+        rule: Rule,
+        index: int,
+        batch: int,
+        held_for: int,
+        scores: list[float],
+        training_over: bool = False,
     ) -> bool:
         self._detector.latch(index)
         named = dict(zip(SCORE_NAMES, scores))
@@ -717,17 +724,23 @@ class GANMonitor(Callback):
         message = format_message(rule, batch, held_for, named, note)
         diagnosis = Diagnosis(rule.failure, batch, held_for, named, message)
         self.diagnoses.append(diagnosis)
-        stop = rule.failure is None or self.on_failure == "stop"
+        # A rule found at the end of fit is reported, but it stopped nothing: training had already ended.
+        stop = not training_over and (rule.failure is None or self.on_failure == "stop")
         if self.stopped_batch is None:
             self.failure = rule.failure
             self.stopped_batch = self._batches_seen
             self.stopping_reason_message = message
         if stop and self.stopping_reason is StoppingReason.NOT_STOPPED:
             self.stopping_reason = StoppingReason.CONVERGED if rule.failure is None else StoppingReason.FAILURE
-        if rule.failure is None:
-            rank_zero_info(f"GANMonitor: {message} Stopping training.")
+        if training_over:
+            action = "Training had already reached its end."
+        elif stop:
+            action = "Stopping training."
         else:
-            action = "Stopping training." if stop else "Training continues (`on_failure='warn'`)."
+            action = "Training continues (`on_failure='warn'`)."
+        if rule.failure is None:
+            rank_zero_info(f"GANMonitor: {message} {action}")
+        else:
             rank_zero_warn(f"GANMonitor: {message}\n{action}", category=GANMonitorWarning)
         if trainer.is_global_zero:
             for writer in self._tensorboard_writers(trainer):

@@ -20,7 +20,7 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch.utils.tensorboard import SummaryWriter
 
-from lightning_gan_monitor import FailureMode, GANMonitor, GANMonitorWarning
+from lightning_gan_monitor import FailureMode, GANMonitor, GANMonitorWarning, StoppingReason
 from lightning_gan_monitor.__main__ import main
 from lightning_gan_monitor.functional import gan_scores
 from lightning_gan_monitor.report import (
@@ -375,9 +375,13 @@ def test_monitor_summary_counts_regimes_and_reports_the_verdict(runs, caplog):
 def test_monitor_judges_the_batches_after_the_last_check_at_the_end_of_fit(tmp_path):
     # checks at batches 1, 20 and 40; D-dominates completes its patience at batch 46 and the run ends at 50
     monitor = GANMonitor(patience=PATIENCE, from_logits=True, check_every_n_batches=20, log_every_n_batches=100)
-    with pytest.warns(GANMonitorWarning, match="Discriminator dominates after 46 training batches"):
-        fit_digits(tmp_path, [monitor], epochs=10, **SCENARIOS["d-dominates"])
+    with pytest.warns(
+        GANMonitorWarning, match=r"Discriminator dominates after 46 training batches(.|\n)*already reached its end"
+    ):
+        _, trainer = fit_digits(tmp_path, [monitor], epochs=10, **SCENARIOS["d-dominates"])
     assert monitor.failure is FailureMode.DISCRIMINATOR_DOMINATES and monitor.diagnoses[0].batch == 46
+    # reported, but it stopped nothing: the run had already trained its 50 batches
+    assert monitor.stopping_reason is StoppingReason.NOT_STOPPED and trainer.current_epoch == 10
     assert sum(n for n in monitor.summary.regimes.values() if n is not None) == 50
 
 
