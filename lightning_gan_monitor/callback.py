@@ -484,6 +484,7 @@ class GANMonitor(Callback):
         self._quality_metrics: tuple[Any, Any] | None = None
         self._no_collapse_event = CollapseDetector.no_event()
         self._said: set[str] = set()
+        self._last_diversity = torch.full((len(DIVERSITY_NAMES),), float("nan"))
         if self._collapse is not None:
             self._collapse.reset()
 
@@ -501,6 +502,11 @@ class GANMonitor(Callback):
     def scores(self) -> dict[str, float]:
         """The latest smoothed scores (what the rules look at), as floats; NaN before the first observation."""
         return dict(zip(SCORE_NAMES, self._detector.scores.tolist()))
+
+    @property
+    def diversity(self) -> dict[str, float]:
+        """The diversity values of the latest diversity check (``gan/diversity`` ...), as floats; NaN before one."""
+        return dict(zip(DIVERSITY_NAMES, self._last_diversity.tolist()))
 
     # ------------------------------------------------------------------ hooks
 
@@ -608,6 +614,7 @@ class GANMonitor(Callback):
                 self._sample_rng.get_state() if self._sample_rng is not None else self._sample_rng_state
             ),
             "fixed_latent": self._fixed_latent,
+            "diversity": self._last_diversity.detach().cpu(),
             "collapse": self._collapse.state_dict() if self._collapse is not None else None,
             "failure": self.failure.value if self.failure else None,
             "stopped_batch": self.stopped_batch,
@@ -642,6 +649,7 @@ class GANMonitor(Callback):
         self._out_of_range = state_dict.get("out_of_range", self._out_of_range)
         self._rng_state = state_dict.get("rng_state")
         self._sample_rng_state = state_dict.get("sample_rng_state")
+        self._last_diversity = state_dict.get("diversity", self._last_diversity)
         fixed_latent = state_dict.get("fixed_latent")
         if fixed_latent is not None:
             self._fixed_latent = fixed_latent
@@ -1000,6 +1008,7 @@ class GANMonitor(Callback):
         self._diversity.reset()
         self._diversity.update(fake=fake_features, real=real_features)
         values = torch.stack([self._diversity.compute()[name] for name in DIVERSITY_NAMES])
+        self._last_diversity = values
         logged = {f"gan/{name}": v for name, v in zip(DIVERSITY_NAMES, values.unbind())}
         if isinstance(self.feature_extractor, nn.Module):
             logged.update(self._quality(fake_features, real_features))

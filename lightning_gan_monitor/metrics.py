@@ -336,7 +336,8 @@ class DiversityScores(Metric):
             self.real.append(_features(real, "real"))
 
     def _sets(self) -> tuple[Tensor, Tensor]:
-        if not self.fake or not self.real:  # an empty list state stays a list after a sync
+        # After a sync the states are tensors (the gathered samples); an empty list state stays a list.
+        if any(isinstance(state, list) and not state for state in (self.fake, self.real)):
             raise ValueError(
                 f"{type(self).__name__} needs both generated and real samples; call `update(fake=..., real=...)` first"
             )

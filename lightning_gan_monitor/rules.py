@@ -282,11 +282,13 @@ class ModeCollapse(Rule):
     def describe(self, scores: dict[str, float]) -> str:  # noqa: D102
         parts = []
         if self.diversity_below is not None:
-            parts.append(f"the diversity ratio below {self.diversity_below:g}")
+            parts.append(f"the diversity ratio has been below {self.diversity_below:g}")
         if self.near_duplicates_above is not None:
             parts.append(f"the near-duplicate rate above {self.near_duplicates_above:g}")
         if self.coverage_below is not None:
             parts.append(f"the coverage below {self.coverage_below:g}")
+        if self.diversity_below is None:  # the verb goes with the first condition
+            parts[0] = parts[0].replace(" rate above", " rate has been above").replace(" below", " has been below")
         return (
             f"{' or '.join(parts)} at {self.patience} consecutive diversity checks (every {self.every} batches; now "
             f"diversity {scores['diversity']:.3f}, near-duplicates {scores['near_duplicates']:.3f}, density "
