@@ -58,18 +58,19 @@ def template(seed: int) -> tuple[pl.LightningModule, Any]:
     return TemplateGAN(), digit_images_loader(seed=seed)
 
 
-RUNS: list[tuple[str, str, Any, int]] = [
-    *[("healthy", f"digits example, seed {s}", lambda s=s: digits(s), 1500) for s in (0, 1, 2)],
-    *[("healthy", f"Lightning-example GAN (all digits), seed {s}", lambda s=s: template(s), 800) for s in (0, 1)],
-    ("collapsing", "digits, generator ignores its noise", lambda: digits(0, 0.0), 500),
-    ("collapsing", "digits, noise scaled by 0.05", lambda: digits(0, 0.05), 500),
+# (kind, label, seed, model and loader factory, batches)
+RUNS: list[tuple[str, str, int, Any, int]] = [
+    *[("healthy", f"digits example, seed {s}", s, lambda s=s: digits(s), 1500) for s in (0, 1, 2)],
+    *[("healthy", f"Lightning-example GAN (all digits), seed {s}", s, lambda s=s: template(s), 800) for s in (0, 1)],
+    ("collapsing", "digits, generator ignores its noise", 0, lambda: digits(0, 0.0), 500),
+    ("collapsing", "digits, noise scaled by 0.05", 0, lambda: digits(0, 0.05), 500),
 ]
 
 
 def measure() -> list[dict[str, Any]]:
     results = []
-    for kind, label, make, batches in RUNS:
-        pl.seed_everything(0, verbose=False)
+    for kind, label, seed, make, batches in RUNS:
+        pl.seed_everything(seed, verbose=False)  # the weights' initialisation and the training noise
         model, loader = make()
         monitor = GANMonitor(from_logits=True, on_failure="warn", image_every_n_epochs=None, verbose=False)
         record = Record(monitor)
