@@ -1,12 +1,13 @@
 """Train a small MLP GAN on scikit-learn's 8x8 digits and watch it with :class:`GANMonitor`.
 
 The dataset ships with scikit-learn, so the example needs no download and trains in well under a minute on a laptop CPU.
-Four scenarios show what the monitor reports:
+Five scenarios show what the monitor reports:
 
 - ``healthy``: balanced training; no rule should fire.
 - ``d-dominates``: the generator is frozen and the discriminator learns fast, so ``D(G(z))`` collapses toward 0.
 - ``g-dominates``: the discriminator is frozen and the generator learns fast, so it fools the fixed ``D`` completely.
 - ``non-finite``: healthy settings, but a NaN is planted in ``D`` partway through, so the run diverges for real.
+- ``mode-collapse``: the generator ignores its noise, so it can only ever draw one image.
 
 Example:
     pip install -e ".[examples]"
@@ -104,6 +105,21 @@ def _mlp(in_dim: int, hidden_dim: int, out_dim: int, negative_slope: float = 0.2
     return nn.Sequential(layers[0], nn.LeakyReLU(negative_slope), layers[1], nn.LeakyReLU(negative_slope), layers[2])
 
 
+class IgnoreNoise(nn.Module):
+    """Replaces every latent vector by zeros: a generator behind it maps all noise to one output (total collapse).
+
+    Example:
+        >>> IgnoreNoise()(torch.randn(2, 3))
+        tensor([[0., 0., 0.],
+                [0., 0., 0.]])
+
+    """
+
+    def forward(self, z: Tensor) -> Tensor:
+        """Return zeros shaped like ``z``."""
+        return torch.zeros_like(z)
+
+
 def _bce(logits: Tensor, target: float) -> Tensor:
     return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, target))
 
@@ -125,8 +141,10 @@ class DigitsGAN(pl.LightningModule):
         freeze_discriminator: Never update the discriminator, so it keeps its initial weights.
         nan_at_batch: Once this many batches have been trained, plant a NaN in the discriminator so its outputs
             (and then every weight) become non-finite. ``None`` never does.
-        return_d_outputs: Return ``{"d_real": ..., "d_fake": ...}`` logits from :meth:`training_step`; when
-            ``False`` it returns ``None`` and a monitor has to probe the networks itself.
+        return_d_outputs: Return ``{"d_real": ..., "d_fake": ..., "fake": ...}`` (D's logits and the generated
+            batch) from :meth:`training_step`; when ``False`` it returns ``None`` and a monitor has to probe the
+            networks itself.
+        ignore_noise: The generator ignores its latent input (zeros it), so it collapses onto a single image.
 
     Attributes:
         generator: ``latent_dim`` -> 64 pixels in ``[-1, 1]`` (tanh).
@@ -151,11 +169,14 @@ class DigitsGAN(pl.LightningModule):
         freeze_discriminator: bool = False,
         nan_at_batch: int | None = None,
         return_d_outputs: bool = True,
+        ignore_noise: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.automatic_optimization = False
         self.generator = nn.Sequential(_mlp(latent_dim, hidden_dim, IMAGE_DIM), nn.Tanh())
+        if ignore_noise:
+            self.generator.insert(0, IgnoreNoise())
         self.discriminator = _mlp(IMAGE_DIM, hidden_dim, 1)
         # requires_grad=False keeps gradients from piling up in a network that never steps
         self.generator.requires_grad_(not freeze_generator)
@@ -182,8 +203,9 @@ class DigitsGAN(pl.LightningModule):
             batch_idx: Index of the batch within the epoch.
 
         Returns:
-            ``{"d_real": logits, "d_fake": logits}``, each of shape ``(B, 1)`` and detached, from the
-            discriminator step; ``None`` when ``return_d_outputs`` is ``False``.
+            ``{"d_real": logits, "d_fake": logits, "fake": images}``: D's logits of shape ``(B, 1)`` from the
+            discriminator step and the generated images ``(B, 64)``, all detached; ``None`` when
+            ``return_d_outputs`` is ``False``.
 
         """
         (real,) = batch
@@ -219,7 +241,7 @@ class DigitsGAN(pl.LightningModule):
         self.batches_trained += 1
         if not hp.return_d_outputs:
             return None
-        return {"d_real": logits_real.detach(), "d_fake": logits_fake.detach()}
+        return {"d_real": logits_real.detach(), "d_fake": logits_fake.detach(), "fake": fake.detach()}
 
 
 SCENARIOS: dict[str, dict[str, Any]] = {
@@ -231,6 +253,8 @@ SCENARIOS: dict[str, dict[str, Any]] = {
     "g-dominates": {"freeze_discriminator": True, "lr_g": 2e-3},
     # healthy for 100 batches, then D's outputs are NaN from the 101st batch on
     "non-finite": {"nan_at_batch": 100},
+    # G draws the same image whatever its noise: diversity 0 and every sample a duplicate from the first batch on
+    "mode-collapse": {"ignore_noise": True},
 }
 """Constructor arguments of :class:`DigitsGAN` for each scenario of :func:`main`."""
 
@@ -276,7 +300,8 @@ def main(argv: list[str] | None = None) -> int:
     loader = make_dataloader(data, seed=args.seed)
     model = DigitsGAN(**SCENARIOS[args.scenario], return_d_outputs=args.source == "outputs")
     # the monitor reads D's logits from training_step's outputs, or probes G and D when the step returns None
-    monitor = GANMonitor(patience=args.patience, from_logits=True, on_failure=args.on_failure)
+    # image_shape shows the flat 64-pixel samples as 8x8 images in TensorBoard's Images tab (gan/samples)
+    monitor = GANMonitor(patience=args.patience, from_logits=True, on_failure=args.on_failure, image_shape=[1, 8, 8])
     logger = TensorBoardLogger(args.logdir, name=f"digits_{args.scenario}")
     trainer = pl.Trainer(
         max_epochs=args.max_epochs,
@@ -301,6 +326,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"batches trained: {model.batches_trained}")
     print("final smoothed scores:")
     for name, value in monitor.scores.items():
+        print(f"  {name}: {value:.3f}")
+    print(f"diversity at the last check (every {monitor.diversity_every_n_batches} batches):")
+    for name, value in monitor.diversity.items():
         print(f"  {name}: {value:.3f}")
     if monitor.failure is None:
         print("no failure rule fired")

@@ -3,11 +3,16 @@
 from typing import TYPE_CHECKING, Any
 
 from lightning_gan_monitor.metrics import (
+    Coverage,
+    Density,
     DiscriminatorScore,
+    DiversityRatio,
+    DiversityScores,
     FakeDetectionAccuracy,
     GANScores,
     GANScoreStats,
     GeneratorScore,
+    NearDuplicateRate,
     RealDetectionAccuracy,
 )
 from lightning_gan_monitor.rules import Diagnosis, FailureMode, StoppingReason
@@ -18,8 +23,12 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 
 __all__ = [
+    "Coverage",
+    "Density",
     "Diagnosis",
     "DiscriminatorScore",
+    "DiversityRatio",
+    "DiversityScores",
     "FailureMode",
     "FakeDetectionAccuracy",
     "GANMonitor",
@@ -27,6 +36,7 @@ __all__ = [
     "GANScoreStats",
     "GANScores",
     "GeneratorScore",
+    "NearDuplicateRate",
     "RealDetectionAccuracy",
     "StoppingReason",
     "__version__",

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping, Sequence
+import math
+import warnings
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -16,22 +19,26 @@ from torch import Tensor, nn
 from typing_extensions import override
 
 from lightning_gan_monitor import tensorboard
+from lightning_gan_monitor.diversity import Reservoir
 from lightning_gan_monitor.functional import (
+    DIVERSITY_NAMES,
     SCORE_NAMES,
     STAT_NAMES,
     gan_score_stats_batches,
     host_to_device,
     non_finite_rows,
 )
-from lightning_gan_monitor.metrics import GANScoreStats
+from lightning_gan_monitor.metrics import DiversityScores, GANScoreStats
 from lightning_gan_monitor.report import ScoreHistory, collapsed_batches
 from lightning_gan_monitor.rules import (
+    CollapseDetector,
     Converged,
     Diagnosis,
     DiscriminatorDominates,
     FailureDetector,
     FailureMode,
     GeneratorDominates,
+    ModeCollapse,
     NonFinite,
     Rule,
     RunSummary,
@@ -51,6 +58,11 @@ _OUT_OF_RANGE = STAT_NAMES.index("out_of_range")
 #: Default `check_every_n_batches`: a check costs a fixed few hundred microseconds on a CPU (and one read-back from
 #: an accelerator), whatever the number of batches it processes; benchmarks/RESULTS.md has the measurements.
 DEFAULT_CHECK_EVERY = 20
+#: Defaults of the mode-collapse rule, calibrated on healthy and collapsing runs (benchmarks/RESULTS.md).
+DEFAULT_DIVERSITY_EVERY = 100
+DEFAULT_COLLAPSE_DIVERSITY_BELOW = 0.2
+DEFAULT_COLLAPSE_NEAR_DUPLICATES_ABOVE = 0.5
+DEFAULT_COLLAPSE_PATIENCE = 3
 _CONFIG_KEYS = (
     "patience",
     "from_logits",
@@ -63,6 +75,15 @@ _CONFIG_KEYS = (
     "stop_on_convergence",
     "convergence_tolerance",
     "convergence_patience",
+    "diversity_every_n_batches",
+    "diversity_samples",
+    "real_reservoir_size",
+    "nearest_k",
+    "near_duplicate_factor",
+    "collapse_diversity_below",
+    "collapse_near_duplicates_above",
+    "collapse_coverage_below",
+    "collapse_patience",
 )
 
 
@@ -85,6 +106,25 @@ def _probability(name: str, value: Any) -> None:
 def _choice(name: str, value: Any, choices: Sequence[str]) -> None:
     if value not in choices:
         raise ValueError(f"`{name}` must be one of {', '.join(map(repr, choices))}, got {value!r}")
+
+
+def _number(name: str, value: Any, low: float, high: float = float("inf"), allow_none: bool = True) -> None:
+    if allow_none and value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+        where = f"[{low:g}, {high:g}]" if high != float("inf") else f">= {low:g}"
+        raise ValueError(f"`{name}` must be a number {where}{' or None' if allow_none else ''}, got {value!r}")
+
+
+class _Features(nn.Module):
+    """Identity with a ``num_features``: feeds features already extracted to torchmetrics' FID and KID."""
+
+    def __init__(self, num_features: int) -> None:
+        super().__init__()
+        self.num_features = num_features
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x
 
 
 class GANMonitor(Callback):
@@ -137,6 +177,31 @@ class GANMonitor(Callback):
         log_every_n_batches: log the scores, averaged over the batches since the last log, every this many
             batches; None follows ``Trainer(log_every_n_steps=...)``.
         verbose: report a success stop, set-up choices (which source is used) and the end-of-fit summary on rank zero.
+        fake_key: key of generated samples in the mapping ``training_step`` returns, for the diversity metrics;
+            without it the monitor runs ``pl_module.<generator_attr>`` on latent vectors from its own generator.
+        feature_extractor: an ``nn.Module`` or callable mapping a batch of samples to (n, d) feature vectors, in
+            which the diversity metrics measure distances (default: the flattened samples). With an ``nn.Module``
+            the monitor also logs ``gan/fid`` and ``gan/kid`` through ``torchmetrics.image`` on the same features.
+        diversity_every_n_batches: measure ``gan/diversity``, ``gan/near_duplicates``, ``gan/density`` and
+            ``gan/coverage`` (O(n^2) in the samples) and apply the mode-collapse rule every this many batches; None
+            turns them off.
+        diversity_samples: generated samples per diversity check (the latest ones from ``training_step``, or one
+            probe of that many).
+        real_reservoir_size: most real samples kept (a uniform sample of the first epoch of each fit) as the
+            diversity metrics' reference.
+        nearest_k: the k of density and coverage (Naeem et al. 2020 use 5).
+        near_duplicate_factor: a generated sample is a near-duplicate if its nearest generated neighbour is at most
+            this times the real samples' median nearest-neighbour distance away.
+        collapse_diversity_below: mode collapse when the diversity ratio is below this (None: not used)...
+        collapse_near_duplicates_above: ...or the near-duplicate rate above this (None: not used)...
+        collapse_coverage_below: ...or the coverage below this (None, the default: not used)...
+        collapse_patience: ...at this many consecutive diversity checks.
+        image_every_n_epochs: log a grid of ``G(z)`` for a fixed latent batch to TensorBoard as ``gan/samples`` every
+            this many epochs (and real samples once as ``gan/real_samples``); None turns the grids off.
+        image_shape: shape of one sample as an image, ``[C, H, W]`` or ``[H, W]``, for flat samples (e.g.
+            ``[1, 8, 8]``); None shows (N, C, H, W) samples with C in 1, 3 or 4 and skips other data.
+        num_image_samples: images per grid (the size of the fixed latent batch).
+        image_range: sample values shown as black and white, ``(low, high)``; None scales each grid to its own range.
 
     Raises:
         ValueError: for an argument outside its allowed values (the message names it).
@@ -189,6 +254,21 @@ class GANMonitor(Callback):
         check_every_n_batches: int | None = None,
         log_every_n_batches: int | None = None,
         verbose: bool = True,
+        fake_key: str = "fake",
+        feature_extractor: nn.Module | Callable[[Tensor], Tensor] | None = None,
+        diversity_every_n_batches: int | None = DEFAULT_DIVERSITY_EVERY,
+        diversity_samples: int = 256,
+        real_reservoir_size: int = 512,
+        nearest_k: int = 5,
+        near_duplicate_factor: float = 0.25,
+        collapse_diversity_below: float | None = DEFAULT_COLLAPSE_DIVERSITY_BELOW,
+        collapse_near_duplicates_above: float | None = DEFAULT_COLLAPSE_NEAR_DUPLICATES_ABOVE,
+        collapse_coverage_below: float | None = None,
+        collapse_patience: int = DEFAULT_COLLAPSE_PATIENCE,
+        image_every_n_epochs: int | None = 10,
+        image_shape: list[int] | None = None,
+        num_image_samples: int = 64,
+        image_range: tuple[float, float] | None = (-1.0, 1.0),
     ) -> None:
         super().__init__()
         _positive_int("patience", patience)
@@ -243,6 +323,53 @@ class GANMonitor(Callback):
         _positive_int("convergence_patience", convergence_patience, allow_none=True)
         _positive_int("check_every_n_batches", check_every_n_batches, allow_none=True)
         _positive_int("log_every_n_batches", log_every_n_batches, allow_none=True)
+        if not isinstance(fake_key, str) or not fake_key:
+            raise ValueError(f"`fake_key` must be a non-empty string, got {fake_key!r}")
+        if fake_key in (d_real_key, d_fake_key):
+            raise ValueError(f"`fake_key` must differ from `d_real_key` and `d_fake_key`, got {fake_key!r}")
+        if feature_extractor is not None and not callable(feature_extractor):
+            raise ValueError(
+                "`feature_extractor` must be an nn.Module or a callable mapping samples to (n, d) features, or None, "
+                f"got {type(feature_extractor).__name__}"
+            )
+        _positive_int("diversity_every_n_batches", diversity_every_n_batches, allow_none=True)
+        _positive_int("nearest_k", nearest_k)
+        if isinstance(diversity_samples, bool) or not isinstance(diversity_samples, int) or diversity_samples < 2:
+            raise ValueError(f"`diversity_samples` must be an integer >= 2, got {diversity_samples!r}")
+        if (
+            isinstance(real_reservoir_size, bool)
+            or not isinstance(real_reservoir_size, int)
+            or real_reservoir_size <= nearest_k
+        ):
+            raise ValueError(
+                f"`real_reservoir_size` must be an integer above `nearest_k` ({nearest_k}), got {real_reservoir_size!r}"
+            )
+        _number("near_duplicate_factor", near_duplicate_factor, 0.0, allow_none=False)
+        if near_duplicate_factor == 0:
+            raise ValueError(f"`near_duplicate_factor` must be a positive number, got {near_duplicate_factor!r}")
+        _number("collapse_diversity_below", collapse_diversity_below, 0.0)
+        _number("collapse_near_duplicates_above", collapse_near_duplicates_above, 0.0, 1.0)
+        _number("collapse_coverage_below", collapse_coverage_below, 0.0, 1.0)
+        _positive_int("collapse_patience", collapse_patience)
+        _positive_int("image_every_n_epochs", image_every_n_epochs, allow_none=True)
+        if image_shape is not None and (
+            not isinstance(image_shape, Sequence)
+            or len(image_shape) not in (2, 3)
+            or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in image_shape)
+            or (len(image_shape) == 3 and image_shape[0] not in (1, 3, 4))
+        ):
+            raise ValueError(
+                "`image_shape` must be [C, H, W] with C in 1, 3, 4, or [H, W] (e.g. [1, 8, 8] for flat 8x8 samples), "
+                f"got {image_shape!r}"
+            )
+        _positive_int("num_image_samples", num_image_samples)
+        if image_range is not None and (
+            not isinstance(image_range, Sequence)
+            or len(image_range) != 2
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in image_range)
+            or not image_range[0] < image_range[1]
+        ):
+            raise ValueError(f"`image_range` must be (low, high) with low < high, or None, got {image_range!r}")
 
         self.patience = patience
         self.from_logits = from_logits
@@ -269,8 +396,39 @@ class GANMonitor(Callback):
         self.check_every_n_batches = check_every_n_batches
         self.log_every_n_batches = log_every_n_batches
         self.verbose = verbose
+        self.fake_key = fake_key
+        self.feature_extractor = feature_extractor
+        self.diversity_every_n_batches = diversity_every_n_batches
+        self.diversity_samples = diversity_samples
+        self.real_reservoir_size = real_reservoir_size
+        self.nearest_k = nearest_k
+        self.near_duplicate_factor = float(near_duplicate_factor)
+        self.collapse_diversity_below = collapse_diversity_below
+        self.collapse_near_duplicates_above = collapse_near_duplicates_above
+        self.collapse_coverage_below = collapse_coverage_below
+        self.collapse_patience = collapse_patience
+        self.image_every_n_epochs = image_every_n_epochs
+        self.image_shape = list(image_shape) if image_shape is not None else None
+        self.num_image_samples = num_image_samples
+        self.image_range = tuple(image_range) if image_range is not None else None
 
         self._rules = self._build_rules()
+        self._collapse: CollapseDetector | None = None
+        if diversity_every_n_batches is not None and (
+            collapse_diversity_below is not None
+            or collapse_near_duplicates_above is not None
+            or collapse_coverage_below is not None
+        ):
+            rule = ModeCollapse(
+                patience=collapse_patience,
+                diversity_below=collapse_diversity_below,
+                near_duplicates_above=collapse_near_duplicates_above,
+                coverage_below=collapse_coverage_below,
+                every=diversity_every_n_batches,
+            )
+            self._collapse = CollapseDetector(rule)
+        self._diversity = DiversityScores(nearest_k=nearest_k, near_duplicate_factor=near_duplicate_factor)
+        self._reservoir = Reservoir(real_reservoir_size, seed=seed)
         self._detector = FailureDetector(self._rules, self.smoothing)
         self._running = GANScoreStats(sync_on_compute=True)
         self._reset_run_state()
@@ -323,6 +481,25 @@ class GANMonitor(Callback):
         self.summary: RunSummary | None = None
         self._detector.reset()
         self._running.reset()
+        # diversity metrics, the mode-collapse rule and the image grids
+        self._fake_source: str | None = None  # "outputs", "probe", or "off"
+        self._fakes: deque[Tensor] = deque()
+        self._fakes_count = 0
+        self._sample_rng: torch.Generator | None = None
+        self._sample_rng_state: Tensor | None = None
+        self._fixed_latent: Tensor | None = None
+        self._real_images: Tensor | None = None
+        self._real_grid_written = False
+        self._saw_epoch_start = False
+        self._reservoir_open = True
+        self._reservoir.reset()
+        self._diversity.reset()
+        self._quality_metrics: tuple[Any, Any] | None = None
+        self._no_collapse_event = CollapseDetector.no_event()
+        self._said: set[str] = set()
+        self._last_diversity = torch.full((len(DIVERSITY_NAMES),), float("nan"))
+        if self._collapse is not None:
+            self._collapse.reset()
 
     @property
     @override
@@ -339,6 +516,11 @@ class GANMonitor(Callback):
         """The latest smoothed scores (what the rules look at), as floats; NaN before the first observation."""
         return dict(zip(SCORE_NAMES, self._detector.scores.tolist()))
 
+    @property
+    def diversity(self) -> dict[str, float]:
+        """The diversity values of the latest diversity check (``gan/diversity`` ...), as floats; NaN before one."""
+        return dict(zip(DIVERSITY_NAMES, self._last_diversity.tolist()))
+
     # ------------------------------------------------------------------ hooks
 
     @override
@@ -354,6 +536,10 @@ class GANMonitor(Callback):
         self._running.to(device)
         self._out_of_range = self._out_of_range.to(device)
         self._loss_non_finite = self._loss_non_finite.to(device)
+        self._diversity.to(device)
+        self._no_collapse_event = self._no_collapse_event.to(device)
+        if self._collapse is not None:
+            self._collapse.to(device)
         if self.check_every_n_batches is None:
             self._check_every = DEFAULT_CHECK_EVERY
         if self.log_every_n_batches is None:
@@ -375,6 +561,15 @@ class GANMonitor(Callback):
                         f"type); it restarts from `seed={self.seed}`.",
                         category=GANMonitorWarning,
                     )
+            self._sample_rng = torch.Generator(device=device)
+            self._sample_rng.manual_seed(self.seed + 1)
+            if self._sample_rng_state is not None:
+                with contextlib.suppress(RuntimeError):  # written on another kind of device: start afresh
+                    self._sample_rng.set_state(self._sample_rng_state)
+            if self._fixed_latent is None and self.image_every_n_epochs is not None:
+                # Drawn on the CPU, so the grids show the same latent vectors whatever device trains.
+                cpu = torch.Generator().manual_seed(self.seed)
+                self._fixed_latent = torch.randn((self.num_image_samples, *self._latent_shape), generator=cpu)
         if trainer.is_global_zero:
             self._write_layouts(trainer)
 
@@ -390,11 +585,29 @@ class GANMonitor(Callback):
             losses = self._returned_losses(outputs) if self.check_finite else []
             self._pending.append((*pair, self._since_observation, losses))
             self._since_observation = 0
+        if self._real_images is None and self.image_every_n_epochs is not None:
+            with contextlib.suppress(ValueError):  # no real samples found: the grid of real samples is skipped
+                self._real_images = self._real_samples(batch)[: self.num_image_samples].detach().clone()
+        collapse_event = None
+        if self.diversity_every_n_batches is not None:
+            self._saw_epoch_start = self._saw_epoch_start or batch_idx == 0
+            self._collect_samples(pl_module, outputs, batch)
+            if self._fake_source != "off" and self._batches_seen % self.diversity_every_n_batches == 0:
+                collapse_event = self._measure_diversity(trainer, pl_module)
         log = self._log_every and self._batches_seen % self._log_every == 0
-        if log or self._batches_seen == 1 or self._batches_seen % self._check_every == 0:
-            self._check(trainer)
+        if log or self._batches_seen == 1 or self._batches_seen % self._check_every == 0 or collapse_event is not None:
+            self._check(trainer, collapse_event)
         if log:
             self._log_scores(trainer, pl_module)
+
+    @override
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # A uniform sample of one whole epoch is a uniform sample of the data: later epochs would only add repeats.
+        if self._saw_epoch_start or self._reservoir.seen >= self.real_reservoir_size:
+            self._reservoir_open = False
+        every = self.image_every_n_epochs
+        if every is not None and (trainer.current_epoch + 1) % every == 0 and trainer.is_global_zero:
+            self._write_grids(trainer, pl_module)
 
     @override
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -414,8 +627,9 @@ class GANMonitor(Callback):
         regimes = regime_counts(self._rules, self._detector.regime_batches.tolist())
         collapsed = collapsed_batches(
             {tag: self._history.series(tag) for tag in self._history.tags},
-            getattr(self, "collapse_diversity_below", None),
-            getattr(self, "collapse_near_duplicates_above", None),
+            self.collapse_diversity_below,
+            self.collapse_near_duplicates_above,
+            self.collapse_coverage_below,
         )
         return summarize(
             self._batches_seen, regimes, self.scores, self.diagnoses, self.stopping_reason, collapsed_batches=collapsed
@@ -465,6 +679,12 @@ class GANMonitor(Callback):
             "running": self._running.stats.detach().cpu(),
             "out_of_range": self._out_of_range.detach().cpu(),
             "rng_state": self._rng.get_state() if self._rng is not None else self._rng_state,
+            "sample_rng_state": (
+                self._sample_rng.get_state() if self._sample_rng is not None else self._sample_rng_state
+            ),
+            "fixed_latent": self._fixed_latent,
+            "diversity": self._last_diversity.detach().cpu(),
+            "collapse": self._collapse.state_dict() if self._collapse is not None else None,
             "failure": self.failure.value if self.failure else None,
             "stopped_batch": self.stopped_batch,
             "stopping_reason": self.stopping_reason.value,
@@ -498,6 +718,13 @@ class GANMonitor(Callback):
             self._running.stats = state_dict["running"].to(self._running.stats)
         self._out_of_range = state_dict.get("out_of_range", self._out_of_range)
         self._rng_state = state_dict.get("rng_state")
+        self._sample_rng_state = state_dict.get("sample_rng_state")
+        self._last_diversity = state_dict.get("diversity", self._last_diversity)
+        fixed_latent = state_dict.get("fixed_latent")
+        if fixed_latent is not None:
+            self._fixed_latent = fixed_latent
+        if self._collapse is not None and state_dict.get("collapse"):
+            self._collapse.load_state_dict(state_dict["collapse"])
         failure = state_dict.get("failure")
         self.failure = FailureMode(failure) if failure else None
         self.stopped_batch = state_dict.get("stopped_batch")
@@ -583,7 +810,7 @@ class GANMonitor(Callback):
             return [outputs.detach()] if outputs.is_floating_point() else []
         if not isinstance(outputs, Mapping):
             return []
-        skip = (self.d_real_key, self.d_fake_key)
+        skip = (self.d_real_key, self.d_fake_key, self.fake_key)
         return [
             v.detach() for k, v in outputs.items() if k not in skip and isinstance(v, Tensor) and v.is_floating_point()
         ]
@@ -648,7 +875,7 @@ class GANMonitor(Callback):
         param = next(generator.parameters(), None)
         dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
         z = torch.randn((n, *self._latent_shape), generator=self._rng, device=self._rng.device, dtype=dtype)
-        with _untouched(generator, discriminator, z.device):
+        with _untouched(generator, discriminator, device=z.device):
             try:
                 fake = generator(z)
             except Exception as err:
@@ -688,9 +915,15 @@ class GANMonitor(Callback):
         self._out_of_range += stats[:, _OUT_OF_RANGE].sum()
         return events
 
-    def _check(self, trainer: pl.Trainer, training_over: bool = False) -> None:
+    def _all_rules(self) -> list[Rule]:
+        return [*self._rules, self._collapse.rule] if self._collapse is not None else self._rules
+
+    def _check(self, trainer: pl.Trainer, collapse_event: Tensor | None = None, training_over: bool = False) -> None:
         events = self._flush()
-        packed = torch.cat([events.flatten(), self._out_of_range.reshape(1)])
+        parts = [events.flatten()]
+        if self._collapse is not None:  # the mode-collapse rule's row: the same on every rank (synced metrics)
+            parts.append(self._no_collapse_event if collapse_event is None else collapse_event.to(events.device))
+        packed = torch.cat([*parts, self._out_of_range.reshape(1)])
         # One collective and one read-back; every rank then takes the same decision from the same numbers.
         rows = trainer.strategy.all_gather(packed).reshape(-1, packed.numel()).tolist()
         if not self.from_logits and any(row[-1] > 0 for row in rows):
@@ -699,12 +932,13 @@ class GANMonitor(Callback):
                 "discriminator returns logits (no sigmoid at the end, as with `BCEWithLogitsLoss`), pass "
                 "`GANMonitor(from_logits=True)`."
             )
-        per_rule = [[row[6 * r : 6 * r + 6] for r in range(len(self._rules))] for row in rows]
-        index, process = decide(per_rule, self._rules)
+        rules = self._all_rules()
+        per_rule = [[row[6 * r : 6 * r + 6] for r in range(len(rules))] for row in rows]
+        index, process = decide(per_rule, rules)
         should_stop = False
         if index >= 0:
             batch, held, *scores = per_rule[process][index]
-            should_stop = self._fire(trainer, self._rules[index], index, int(batch), int(held), scores, training_over)
+            should_stop = self._fire(trainer, rules[index], index, int(batch), int(held), scores, training_over)
         should_stop = trainer.strategy.reduce_boolean_decision(should_stop, all=False)
         trainer.should_stop = trainer.should_stop or should_stop
 
@@ -718,8 +952,11 @@ class GANMonitor(Callback):
         scores: list[float],
         training_over: bool = False,
     ) -> bool:
-        self._detector.latch(index)
-        named = dict(zip(SCORE_NAMES, scores))
+        if index < len(self._rules):
+            self._detector.latch(index)
+        elif self._collapse is not None:
+            self._collapse.latch()
+        named = dict(zip(rule.evidence, scores))
         note = "" if trainer.world_size == 1 else " (on at least one process)"
         message = format_message(rule, batch, held_for, named, note)
         diagnosis = Diagnosis(rule.failure, batch, held_for, named, message)
@@ -747,6 +984,201 @@ class GANMonitor(Callback):
                 tensorboard.write_diagnosis(writer, message, self._batches_seen)
         return stop
 
+    # ------------------------------------------------------------------ diversity, mode collapse, image grids
+
+    def _say(self, key: str, message: str) -> None:
+        """An info message, once per fit."""
+        if key not in self._said:
+            self._said.add(key)
+            rank_zero_info(f"GANMonitor: {message}")
+
+    def _collect_samples(self, pl_module: pl.LightningModule, outputs: Any, batch: Any) -> None:
+        """Keep references to the latest generated samples and offer the real ones to the reservoir (no sync)."""
+        if self._fake_source is None:
+            self._fake_source = self._choose_fake_source(outputs, batch)
+        if self._fake_source == "off":
+            return
+        if self._reservoir_open:
+            self._reservoir.add(self._real_samples(batch))
+        if self._fake_source == "outputs" and isinstance(outputs, Mapping) and self.fake_key in outputs:
+            fake = outputs[self.fake_key]
+            if not isinstance(fake, Tensor):
+                raise TypeError(
+                    f"GANMonitor expected `training_step`'s output '{self.fake_key}' to be a tensor of generated "
+                    f"samples, got {type(fake).__name__}"
+                )
+            self._fakes.append(fake.detach())
+            self._fakes_count += fake.shape[0]
+            while self._fakes_count - self._fakes[0].shape[0] >= self.diversity_samples:
+                self._fakes_count -= self._fakes.popleft().shape[0]
+
+    def _choose_fake_source(self, outputs: Any, batch: Any) -> str:
+        try:
+            self._real_samples(batch)
+        except ValueError as err:
+            self._say("off", f"the diversity metrics and the mode-collapse rule are off: {err}.")
+            return "off"
+        if isinstance(outputs, Mapping) and self.fake_key in outputs:
+            how = f"from `training_step`'s outputs ('{self.fake_key}')"
+            source = "outputs"
+        elif self._probe_problem is None:
+            how = f"by running `{self.generator_attr}` on {self.diversity_samples} latent vectors of its own"
+            source = "probe"
+        else:
+            self._say(
+                "off",
+                "the diversity metrics and the mode-collapse rule are off: there are no generated samples. Return "
+                f"them from `training_step` as '{self.fake_key}' (or set `GANMonitor(fake_key=...)`), or let the "
+                f"monitor run the generator: {self._probe_problem}.",
+            )
+            return "off"
+        if self.verbose:
+            self._say(
+                "fakes",
+                f"taking generated samples for the diversity metrics {how}, every "
+                f"{self.diversity_every_n_batches} batches.",
+            )
+        return source
+
+    def _generated_samples(self, pl_module: pl.LightningModule) -> Tensor:
+        if self._fake_source == "outputs":
+            if not self._fakes:
+                return torch.empty(0)
+            return torch.cat(list(self._fakes))[-self.diversity_samples :]
+        generator: nn.Module = getattr(pl_module, self.generator_attr)
+        assert self._latent_shape is not None and self._sample_rng is not None
+        return self._run_generator(generator, self._latent((self.diversity_samples, *self._latent_shape), generator))
+
+    def _latent(self, shape: tuple[int, ...], generator: nn.Module) -> Tensor:
+        assert self._sample_rng is not None
+        param = next(generator.parameters(), None)
+        dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
+        rng = self._sample_rng
+        return torch.randn(shape, generator=rng, device=rng.device, dtype=dtype)
+
+    def _run_generator(self, generator: nn.Module, z: Tensor) -> Tensor:
+        with _untouched(generator, device=z.device):
+            try:
+                return generator(z).detach()
+            except Exception as err:
+                raise RuntimeError(
+                    f"GANMonitor failed calling `pl_module.{self.generator_attr}` on latent vectors of shape "
+                    f"{tuple(z.shape)} for the diversity metrics or image grids: {err}. Set "
+                    f"`GANMonitor(latent_dim=...)`, or return generated samples as '{self.fake_key}' from "
+                    "`training_step`."
+                ) from err
+
+    def _extract(self, samples: Tensor) -> Tensor:
+        """The samples as (n, d) feature vectors: flattened, or through ``feature_extractor``."""
+        if self.feature_extractor is None:
+            return samples.reshape(samples.shape[0], -1)
+        extractor = self.feature_extractor
+        modules = (extractor,) if isinstance(extractor, nn.Module) else ()
+        with _untouched(*modules, device=samples.device):
+            features = extractor(samples)
+        if not isinstance(features, Tensor) or features.dim() != 2 or features.shape[0] != samples.shape[0]:
+            got = f"shape {tuple(features.shape)}" if isinstance(features, Tensor) else type(features).__name__
+            raise ValueError(
+                f"`feature_extractor` must map a batch of n samples to an (n, d) tensor of features; on samples of "
+                f"shape {tuple(samples.shape)} it returned {got}"
+            )
+        return features.detach()
+
+    def _measure_diversity(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> Tensor | None:
+        """Compute and log the diversity values (synced over processes); the collapse rule's event row, or None."""
+        fake, real = self._generated_samples(pl_module), self._reservoir.samples()
+        if fake.shape[0] < 2 or real.shape[0] < 2:
+            return None
+        fake_features, real_features = self._extract(fake), self._extract(real.to(fake.device))
+        self._diversity.reset()
+        self._diversity.update(fake=fake_features, real=real_features)
+        values = torch.stack([self._diversity.compute()[name] for name in DIVERSITY_NAMES])
+        self._last_diversity = values
+        logged = {f"gan/{name}": v for name, v in zip(DIVERSITY_NAMES, values.unbind())}
+        if isinstance(self.feature_extractor, nn.Module):
+            logged.update(self._quality(fake_features, real_features))
+        self._log_values(trainer, pl_module, logged)
+        if self._collapse is None:
+            return None
+        return self._collapse.update(values, self._batches_seen)
+
+    def _quality(self, fake: Tensor, real: Tensor) -> dict[str, Tensor]:
+        """FID and KID of torchmetrics on the features already extracted (its own extractor is never run)."""
+        from torchmetrics.image.fid import FrechetInceptionDistance
+        from torchmetrics.image.kid import KernelInceptionDistance
+
+        if self._quality_metrics is None:
+            with warnings.catch_warnings():  # KID warns that it keeps every feature: here a bounded set
+                warnings.simplefilter("ignore", UserWarning)
+                fid = FrechetInceptionDistance(feature=_Features(fake.shape[1]), reset_real_features=True)
+                kid = KernelInceptionDistance(feature=_Features(fake.shape[1]), subsets=20, reset_real_features=True)
+            self._quality_metrics = (fid.to(fake.device), kid.to(fake.device))
+        fid, kid = self._quality_metrics
+        fid.reset()
+        kid.reset()
+        for metric in (fid, kid):
+            metric.update(real, real=True)
+            metric.update(fake, real=False)
+        kid.subset_size = min(fake.shape[0], real.shape[0])
+        devices = [fake.device] if fake.device.type != "cpu" else []
+        # KID draws its subsets from the global RNG: fork it so training sees the same draws.
+        with torch.random.fork_rng(devices=devices, device_type=fake.device.type if devices else "cuda"):
+            kid_mean, _ = kid.compute()
+        return {"gan/fid": fid.compute(), "gan/kid": kid_mean}
+
+    def _log_values(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        values: dict[str, Tensor],
+        callback_metrics: bool = True,
+    ) -> None:
+        """Log scalar tensors (one read-back) to every logger and the history; NaN/inf values are left out."""
+        if not values:
+            return
+        host = dict(zip(values, torch.stack([v.float().reshape(()) for v in values.values()]).tolist()))
+        host = {k: v for k, v in host.items() if math.isfinite(v)}
+        self._history.add(self._batches_seen, host)
+        step = self._batches_seen - 1  # Lightning logs `self.log` values of batch k at step k - 1
+        for logger in trainer.loggers:
+            logger.log_metrics(dict(host), step=step)
+        if callback_metrics and host:  # Lightning allows `self.log` only in some hooks
+            # Also in `trainer.callback_metrics`, for `ModelCheckpoint(monitor="gan/coverage", mode="max")` and the
+            # progress bar.
+            finite = {k: values[k].float() for k in host}
+            pl_module.log_dict(finite, on_step=True, on_epoch=False, logger=False, batch_size=1)
+
+    def _write_grids(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        writers = self._tensorboard_writers(trainer)
+        if not writers:
+            return
+        if self._fixed_latent is None:
+            self._say(
+                "no grid",
+                f"no image grids: the monitor cannot run the generator ({self._probe_problem or 'not set up'}).",
+            )
+            return
+        fake = self._run_generator(getattr(pl_module, self.generator_attr), self._fixed_latent.to(pl_module.device))
+        images = tensorboard.as_images(fake, self.image_shape)
+        if images is None:
+            self._say(
+                "not images",
+                f"no image grids: generated samples of shape {tuple(fake.shape[1:])} are not images (N, C, H, W) "
+                "with C in 1, 3, 4; pass `GANMonitor(image_shape=[C, H, W])` to show them as images.",
+            )
+            return
+        nrow = max(1, round(images.shape[0] ** 0.5))
+        grids = [(tensorboard.SAMPLES_TAG, images)]
+        if not self._real_grid_written and self._real_images is not None:
+            grids.append((tensorboard.REAL_SAMPLES_TAG, tensorboard.as_images(self._real_images, self.image_shape)))
+            self._real_grid_written = True
+        for tag, batch in grids:
+            if batch is None:
+                continue
+            grid = tensorboard.make_grid(batch, nrow=nrow, value_range=self.image_range)
+            for writer in writers:
+                tensorboard.write_grid(writer, tag, grid, self._batches_seen)
+
     # ------------------------------------------------------------------ logging
 
     def _log_scores(self, trainer: pl.Trainer, pl_module: pl.LightningModule, callback_metrics: bool = True) -> None:
@@ -754,16 +1186,9 @@ class GANMonitor(Callback):
             return
         values = dict(zip((f"gan/{name}" for name in SCORE_NAMES), self._running.compute().unbind()))
         self._running.reset()
-        finite = {k: v for k, v in values.items() if not torch.isnan(v)}
-        step = self._batches_seen - 1  # Lightning logs `self.log` values of batch k at step k - 1
-        host = dict(zip(finite, torch.stack(list(finite.values())).tolist())) if finite else {}  # one read-back
-        self._history.add(self._batches_seen, host)
-        for logger in trainer.loggers:
-            logger.log_metrics(dict(host), step=step)
-        if not callback_metrics:  # Lightning allows `self.log` only in some hooks
+        self._log_values(trainer, pl_module, values, callback_metrics)
+        if not callback_metrics:
             return
-        # Also in `trainer.callback_metrics`, for `ModelCheckpoint(monitor="gan/...")` and the progress bar.
-        pl_module.log_dict(finite, on_step=True, on_epoch=False, logger=False, batch_size=1)
         if self.check_finite:
             losses = [v for k, v in trainer.callback_metrics.items() if "loss" in k and isinstance(v, Tensor)]
             if losses:
@@ -790,11 +1215,11 @@ class GANMonitor(Callback):
 
 
 @contextlib.contextmanager
-def _untouched(generator: nn.Module, discriminator: nn.Module, device: torch.device) -> Iterator[None]:
+def _untouched(*modules: nn.Module, device: torch.device) -> Iterator[None]:
     """Run a probe without changing training: the global RNG, every buffer and the modules' modes are restored."""
-    buffers = {id(b): b for module in (generator, discriminator) for b in module.buffers()}
+    buffers = {id(b): b for module in modules for b in module.buffers()}
     saved = {key: b.detach().clone() for key, b in buffers.items()}
-    modes = [(m, m.training) for module in (generator, discriminator) for m in module.modules()]
+    modes = [(m, m.training) for module in modules for m in module.modules()]
     devices = [device] if device.type != "cpu" else []
     try:
         # Dropout and other random layers draw from the global RNG: fork it so training sees the same draws.

@@ -24,8 +24,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lightning_gan_monitor.rules import DiscriminatorDominates, FailureMode, GeneratorDominates, parse_message
-from lightning_gan_monitor.tensorboard import CONFIG_TAG, DIAGNOSIS_TAG, SUMMARY_TAG, from_code_block
+from lightning_gan_monitor.rules import (
+    DiscriminatorDominates,
+    FailureMode,
+    GeneratorDominates,
+    ModeCollapse,
+    parse_message,
+)
+from lightning_gan_monitor.tensorboard import (
+    CONFIG_TAG,
+    DIAGNOSIS_TAG,
+    REAL_SAMPLES_TAG,
+    SAMPLES_TAG,
+    SUMMARY_TAG,
+    from_code_block,
+)
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -57,14 +70,15 @@ ACCURACY_TAGS = ("gan/fake_detection_accuracy", "gan/real_detection_accuracy")
 DIVERSITY_TAGS = ("gan/diversity", "gan/near_duplicates", "gan/density", "gan/coverage")
 #: Drawn on the diversity panel's right axis when logged (their scale is not the others').
 QUALITY_TAGS = ("gan/fid", "gan/kid")
-SAMPLES_TAG = "gan/samples"
-REAL_SAMPLES_TAG = "gan/real_samples"
 #: The thresholds a report shades when a run's logs hold no ``gan/config`` (logs of version 0.1): the monitor's
 #: defaults, taken from the rules so they cannot drift apart (a test also checks them against ``GANMonitor``).
 DEFAULT_CONFIG: dict[str, Any] = {
     "d_dominates_generator_below": DiscriminatorDominates.generator_below,
     "d_dominates_discriminator_above": DiscriminatorDominates.discriminator_above,
     "g_dominates_generator_above": GeneratorDominates.generator_above,
+    "collapse_diversity_below": ModeCollapse.diversity_below,
+    "collapse_near_duplicates_above": ModeCollapse.near_duplicates_above,
+    "collapse_coverage_below": ModeCollapse.coverage_below,
 }
 _COLORS = {
     FailureMode.DISCRIMINATOR_DOMINATES: "tab:red",
@@ -306,11 +320,13 @@ def collapsed_batches(
     series: Mapping[str, tuple[Sequence[int], Sequence[float]]],
     diversity_below: float | None = None,
     near_duplicates_above: float | None = None,
+    coverage_below: float | None = None,
 ) -> int | None:
     """Training batches judged collapsed from logged diversity values, or None if nothing to judge by.
 
     A value logged at batch b stands for the batches since the previous value of its tag; a batch is collapsed if
-    ``gan/diversity`` was below ``diversity_below`` or ``gan/near_duplicates`` above ``near_duplicates_above``.
+    ``gan/diversity`` was below ``diversity_below``, ``gan/near_duplicates`` above ``near_duplicates_above`` or
+    ``gan/coverage`` below ``coverage_below`` (the mode-collapse rule's conditions).
 
     Example:
         >>> collapsed_batches({"gan/diversity": ([100, 200, 300], [0.9, 0.1, 0.05])}, diversity_below=0.2)
@@ -324,6 +340,7 @@ def collapsed_batches(
     for tag, threshold, collapsed in (
         ("gan/diversity", diversity_below, lambda v, t: v < t),
         ("gan/near_duplicates", near_duplicates_above, lambda v, t: v > t),
+        ("gan/coverage", coverage_below, lambda v, t: v < t),
     ):
         batches, values = series.get(tag, ((), ()))
         if threshold is None or not batches:

@@ -12,22 +12,24 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
-from lightning_gan_monitor.functional import SCORE_NAMES, STAT_NAMES, gan_scores_from_stats
+from lightning_gan_monitor.functional import DIVERSITY_NAMES, SCORE_NAMES, STAT_NAMES, gan_scores_from_stats
 
 __all__ = [
     "REGIMES",
     "REMEDIES",
+    "CollapseDetector",
     "Converged",
     "Diagnosis",
     "DiscriminatorDominates",
     "FailureDetector",
     "FailureMode",
     "GeneratorDominates",
+    "ModeCollapse",
     "NonFinite",
     "Rule",
     "RunSummary",
@@ -112,7 +114,10 @@ _EXPLANATIONS: dict[FailureMode, str] = {
     FailureMode.GENERATOR_DOMINATES: (
         "the discriminator accepts generated samples as real, so it no longer gives the generator a useful signal"
     ),
-    FailureMode.MODE_COLLAPSE: "the generator produces a small variety of nearly identical samples",
+    FailureMode.MODE_COLLAPSE: (
+        "the generator produces a small variety of nearly identical samples: it has collapsed onto a few modes of "
+        "the data and ignores much of its latent input"
+    ),
     FailureMode.NON_FINITE: "the training has diverged: the discriminator's outputs or the losses are NaN or infinite",
 }
 
@@ -129,6 +134,8 @@ class Rule:
 
     #: The failure this rule diagnoses; None for a success rule.
     failure: FailureMode | None = field(init=False, default=None)
+    #: Names of the values the rule looks at (the last 4 entries of its event row, and ``Diagnosis.scores``).
+    evidence: ClassVar[tuple[str, ...]] = SCORE_NAMES
 
     def holds(self, scores: Tensor, non_finite: Tensor) -> Tensor:
         """Whether the condition holds now, as a bool tensor.
@@ -238,6 +245,61 @@ class Converged(Rule):
             f"the smoothed fake-detection accuracy has stayed within {self.tolerance:g} of 0.5 (now "
             f"{scores['fake_detection_accuracy']:.3f}): the discriminator is no better than chance on generated "
             "samples"
+        )
+
+
+@dataclass(frozen=True)
+class ModeCollapse(Rule):
+    """Mode collapse: low diversity, or many near-duplicates, at ``patience`` consecutive diversity checks.
+
+    Unlike the other rules it looks at the diversity values of
+    :func:`~lightning_gan_monitor.functional.diversity_scores` (ordered as ``DIVERSITY_NAMES``), measured every
+    ``every`` batches, and its ``patience`` counts those checks; :class:`CollapseDetector` tracks it. A condition
+    whose threshold is None is not used; a NaN value never meets a condition.
+
+    Example:
+        >>> import torch
+        >>> rule = ModeCollapse(patience=3)
+        >>> rule.holds(torch.tensor([0.05, 0.9, 0.1, 0.1]))  # diversity 0.05, 90% near-duplicates
+        tensor(True)
+        >>> rule.holds(torch.tensor([0.8, 0.0, 1.0, 0.9]))
+        tensor(False)
+
+    """
+
+    diversity_below: float | None = 0.2
+    near_duplicates_above: float | None = 0.5
+    coverage_below: float | None = None
+    every: int = 1
+    failure: FailureMode | None = field(init=False, default=FailureMode.MODE_COLLAPSE)
+    evidence: ClassVar[tuple[str, ...]] = DIVERSITY_NAMES
+
+    def holds(self, scores: Tensor, non_finite: Tensor | None = None) -> Tensor:
+        """Whether the condition holds for diversity values ``scores`` (last dimension as ``DIVERSITY_NAMES``)."""
+        diversity, duplicates, _, coverage = scores.unbind(-1)
+        condition = torch.zeros_like(diversity, dtype=torch.bool)
+        if self.diversity_below is not None:
+            condition |= diversity < self.diversity_below
+        if self.near_duplicates_above is not None:
+            condition |= duplicates > self.near_duplicates_above
+        if self.coverage_below is not None:
+            condition |= coverage < self.coverage_below
+        return condition
+
+    def describe(self, scores: dict[str, float]) -> str:  # noqa: D102
+        parts = []
+        if self.diversity_below is not None:
+            parts.append(f"the diversity ratio has been below {self.diversity_below:g}")
+        if self.near_duplicates_above is not None:
+            parts.append(f"the near-duplicate rate above {self.near_duplicates_above:g}")
+        if self.coverage_below is not None:
+            parts.append(f"the coverage below {self.coverage_below:g}")
+        if self.diversity_below is None:  # the verb goes with the first condition
+            parts[0] = parts[0].replace(" rate above", " rate has been above").replace(" below", " has been below")
+        return (
+            f"{' or '.join(parts)} at {self.patience} consecutive diversity checks (every {self.every} batches; now "
+            f"diversity {scores['diversity']:.3f}, near-duplicates {scores['near_duplicates']:.3f}, density "
+            f"{scores['density']:.3f}, coverage {scores['coverage']:.3f})"
         )
 
 
@@ -650,3 +712,79 @@ class FailureDetector:
         if regimes is not None and regimes.shape == self.regime_batches.shape:
             self.regime_batches = regimes.to(self.regime_batches)
         return skipped
+
+
+class CollapseDetector:
+    """The :class:`ModeCollapse` rule's counter, fed with one row of diversity values per diversity check.
+
+    Tensor state on the training device, like :class:`FailureDetector`: :meth:`update` never waits for the device.
+
+    Args:
+        rule: the rule to track.
+        device: where the state lives.
+
+    Example:
+        >>> import torch
+        >>> detector = CollapseDetector(ModeCollapse(patience=2, every=100))
+        >>> collapsed = torch.tensor([0.01, 1.0, 0.0, 0.0])
+        >>> detector.update(collapsed, batch=100)[:2].tolist()
+        [-1.0, 1.0]
+        >>> detector.update(collapsed, batch=200)[:2].tolist()  # fires: held at 2 checks, since batch 100
+        [200.0, 101.0]
+
+    """
+
+    _STATE = ("held", "latched")
+
+    def __init__(self, rule: ModeCollapse, device: torch.device | str = "cpu") -> None:
+        self.rule = rule
+        self.reset(device)
+
+    def reset(self, device: torch.device | str = "cpu") -> None:
+        """Forget everything seen, and put the state on ``device``."""
+        self.held = torch.zeros((), dtype=torch.long, device=device)
+        self.latched = torch.zeros((), dtype=torch.bool, device=device)
+        self._fired = torch.zeros((), dtype=torch.bool, device=device)
+
+    def to(self, device: torch.device | str) -> CollapseDetector:
+        """Move the state to ``device``."""
+        self.held, self.latched, self._fired = self.held.to(device), self.latched.to(device), self._fired.to(device)
+        return self
+
+    @staticmethod
+    def no_event(device: torch.device | str = "cpu") -> Tensor:
+        """The event row of a check without a diversity measurement."""
+        return torch.tensor([-1.0, 0.0, *[math.nan] * len(DIVERSITY_NAMES)], device=device)
+
+    @torch.no_grad()
+    def update(self, scores: Tensor, batch: int) -> Tensor:
+        """Take the diversity values measured at training batch ``batch``.
+
+        Returns:
+            The event row ``[batch, held_for, *scores]``: ``batch`` is -1 unless the rule fires here (it held at
+            ``patience`` consecutive checks and had not fired in that stretch yet); ``held_for`` counts the batches
+            from the first check of the stretch to this one.
+        """
+        scores = scores.to(self.held.device, torch.float32)
+        holds = self.rule.holds(scores)
+        self.held = torch.where(holds, self.held + 1, 0)
+        self.latched = self.latched & holds
+        self._fired = (self.held >= self.rule.patience) & ~self.latched
+        held_for = torch.where(self.held > 0, (self.held - 1) * self.rule.every + 1, 0)
+        fired_at = torch.where(self._fired, batch, -1)
+        return torch.cat([torch.stack([fired_at, held_for]).float(), scores])
+
+    def latch(self) -> None:
+        """The last firing was reported: keep quiet until the condition has cleared."""
+        self.latched = self.latched | self._fired
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue exactly (tensors moved to the CPU)."""
+        return {name: getattr(self, name).detach().cpu() for name in self._STATE}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` (absent entries keep their value)."""
+        for name in self._STATE:
+            if name in state:
+                current = getattr(self, name)
+                setattr(self, name, state[name].to(device=current.device, dtype=current.dtype))

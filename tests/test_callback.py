@@ -1,9 +1,13 @@
+import contextlib
+import logging
+
 import pytest
 import pytorch_lightning as pl
 import torch
 from conftest import RecordOutputs, fit_digits, make_trainer
 from digits_gan import SCENARIOS, DigitsGAN, load_digits_tensor, make_dataloader
-from pytorch_lightning.loggers import CSVLogger
+from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 from template_gan import TemplateGAN, digit_images_loader
 
 from lightning_gan_monitor import FailureMode, GANMonitor, GANMonitorWarning, StoppingReason
@@ -44,6 +48,10 @@ def test_callback_healthy_runs_do_not_fire(tmp_path, seed):
     assert monitor.stopping_reason is StoppingReason.NOT_STOPPED
     assert trainer.current_epoch == 80  # ran to the end
     assert 0.1 < monitor.scores["generator_score"] < 0.9
+    # the mode-collapse rule ran (diversity measured from the step's generated samples) and stayed quiet
+    assert monitor._fake_source == "outputs"
+    assert monitor.diversity["diversity"] > monitor.collapse_diversity_below
+    assert monitor.diversity["near_duplicates"] < monitor.collapse_near_duplicates_above
 
 
 # ---------------------------------------------------------------------------------------------- failures
@@ -150,11 +158,16 @@ def test_callback_probing_never_changes_training(tmp_path, monitor_kwargs):
 
 def test_callback_outputs_mode_never_changes_training(tmp_path):
     results = []
-    for callbacks in ([], [GANMonitor(from_logits=True, patience=5)]):
+    extractor = torch.nn.Sequential(torch.nn.Linear(64, 16), torch.nn.Dropout(0.5), torch.nn.BatchNorm1d(16))
+    monitor = GANMonitor(from_logits=True, patience=5, feature_extractor=extractor, diversity_every_n_batches=10)
+    for callbacks in ([], [monitor]):
         model, _ = fit_digits(tmp_path, callbacks, epochs=10)
         results.append(weights(model))
     for key in results[0]:
         assert torch.equal(results[0][key], results[1][key]), key
+    # FID/KID (whose subsets come from the global RNG) and a feature extractor with dropout and batch norm ran
+    assert monitor.diversity["diversity"] > 0
+    assert extractor[2].num_batches_tracked.item() == 0
 
 
 def test_callback_probe_restores_eval_mode_and_buffers(tmp_path):
@@ -282,6 +295,24 @@ def test_callback_logs_scores_to_every_logger_and_callback_metrics(tmp_path):
         (dict(convergence_patience=-1), "`convergence_patience` must be a positive integer or None"),
         (dict(check_every_n_batches=0), "`check_every_n_batches` must be a positive integer or None"),
         (dict(log_every_n_batches=0), "`log_every_n_batches` must be a positive integer or None"),
+        (dict(fake_key=""), "`fake_key` must be a non-empty string"),
+        (dict(fake_key="d_fake"), "`fake_key` must differ from `d_real_key` and `d_fake_key`"),
+        (dict(feature_extractor="inception"), "`feature_extractor` must be an nn.Module or a callable"),
+        (dict(diversity_every_n_batches=0), "`diversity_every_n_batches` must be a positive integer or None"),
+        (dict(diversity_samples=1), "`diversity_samples` must be an integer >= 2, got 1"),
+        (dict(real_reservoir_size=5), r"`real_reservoir_size` must be an integer above `nearest_k` \(5\), got 5"),
+        (dict(nearest_k=0), "`nearest_k` must be a positive integer, got 0"),
+        (dict(near_duplicate_factor=0), "`near_duplicate_factor` must be a positive number, got 0"),
+        (dict(near_duplicate_factor=-1), r"`near_duplicate_factor` must be a number >= 0, got -1"),
+        (dict(collapse_diversity_below=-0.1), "`collapse_diversity_below` must be a number >= 0 or None"),
+        (dict(collapse_near_duplicates_above=1.5), r"`collapse_near_duplicates_above` must be a number \[0, 1\]"),
+        (dict(collapse_coverage_below="low"), r"`collapse_coverage_below` must be a number \[0, 1\] or None"),
+        (dict(collapse_patience=0), "`collapse_patience` must be a positive integer, got 0"),
+        (dict(image_every_n_epochs=0), "`image_every_n_epochs` must be a positive integer or None"),
+        (dict(image_shape=[2, 8, 8]), r"`image_shape` must be \[C, H, W\] with C in 1, 3, 4"),
+        (dict(image_shape=[64]), r"`image_shape` must be \[C, H, W\]"),
+        (dict(num_image_samples=0), "`num_image_samples` must be a positive integer"),
+        (dict(image_range=(1, -1)), r"`image_range` must be \(low, high\) with low < high, or None"),
     ],
 )
 def test_callback_invalid_arguments_raise(kwargs, match):
@@ -411,3 +442,106 @@ def test_callback_generator_that_raises_during_a_probe(tmp_path):
         RuntimeError,
         r"probe failed calling `pl_module.generator` on latent vectors of shape \(64, 4, 4\).*latent_dim",
     )
+
+
+# ---------------------------------------------------------------------------------------------- mode collapse
+
+
+def test_callback_mode_collapse_fires_on_a_generator_that_ignores_its_noise(tmp_path):
+    # The step returns no generated samples here: the monitor runs the generator on its own latent vectors.
+    monitor = GANMonitor(from_logits=True, log_every_n_batches=10)
+    with pytest.warns(GANMonitorWarning, match="Mode collapse after 300 training batches"):
+        model, trainer = fit_digits(
+            tmp_path, [monitor], epochs=100, return_d_outputs=False, **SCENARIOS["mode-collapse"]
+        )
+    assert monitor._fake_source == "probe"
+    assert monitor.failure is FailureMode.MODE_COLLAPSE
+    assert monitor.stopping_reason is StoppingReason.FAILURE
+    assert model.batches_trained == monitor.stopped_batch == 300  # 3 checks, 100 batches apart
+    (diagnosis,) = monitor.diagnoses
+    assert diagnosis.held_for == 201 and diagnosis.onset_batch == 100
+    assert diagnosis.scores["diversity"] == 0.0 and diagnosis.scores["near_duplicates"] == 1.0
+    message = monitor.stopping_reason_message
+    for remedy in ("larger latent input", "generator capacity", "label flipping", "packing", "unrolled"):
+        assert remedy in message
+    assert trainer.callback_metrics["gan/near_duplicates"].item() == 1.0
+
+
+def test_callback_mode_collapse_warns_once_per_stretch_and_can_be_turned_off(tmp_path):
+    monitor = GANMonitor(from_logits=True, on_failure="warn", diversity_every_n_batches=10, collapse_patience=2)
+    with pytest.warns(GANMonitorWarning, match="Training continues"):
+        fit_digits(tmp_path, [monitor], epochs=20, **SCENARIOS["mode-collapse"])
+    assert [d.batch for d in monitor.diagnoses] == [20]  # then latched while the collapse lasts
+    off = GANMonitor(from_logits=True, diversity_every_n_batches=None, image_every_n_epochs=None)
+    fit_digits(tmp_path, [off], epochs=20, **SCENARIOS["mode-collapse"])
+    assert off.failure is None and off._collapse is None
+
+
+def test_callback_best_generator_by_coverage_with_lightnings_model_checkpoint(tmp_path):
+    class CoverageAtEpochEnd(pl.Callback):
+        def __init__(self) -> None:
+            self.seen: list[float] = []
+
+        def on_train_epoch_end(self, trainer, pl_module) -> None:
+            if "gan/coverage" in trainer.callback_metrics:
+                self.seen.append(trainer.callback_metrics["gan/coverage"].item())
+
+    checkpoint = ModelCheckpoint(
+        dirpath=tmp_path / "ckpt", monitor="gan/coverage", mode="max", save_top_k=1, every_n_epochs=5
+    )
+    seen = CoverageAtEpochEnd()
+    monitor = GANMonitor(from_logits=True, diversity_every_n_batches=25, image_every_n_epochs=None)
+    fit_digits(tmp_path, [monitor, seen, checkpoint], epochs=50, trainer_kwargs=dict(enable_checkpointing=True))
+    assert len(set(seen.seen)) >= 4  # coverage changed over the run (10 checks, 250 batches)
+    assert checkpoint.best_model_score.item() == pytest.approx(max(seen.seen))
+    best = torch.load(checkpoint.best_model_path, weights_only=False)
+    assert best["callbacks"][monitor.state_key]["diversity"][3].item() == pytest.approx(max(seen.seen))
+
+
+def test_callback_fixed_latent_batch_and_collapse_count_survive_a_resume(tmp_path):
+    def run(seed, ckpt_path=None, max_steps=-1):
+        monitor = GANMonitor(from_logits=True, seed=seed, diversity_every_n_batches=20, collapse_patience=3)
+        pl.seed_everything(0)
+        trainer = make_trainer(tmp_path, [monitor], max_epochs=20, max_steps=max_steps)
+        with pytest.warns(GANMonitorWarning) if ckpt_path else contextlib.nullcontext():
+            trainer.fit(
+                DigitsGAN(**SCENARIOS["mode-collapse"]), make_dataloader(load_digits_tensor(3)), ckpt_path=ckpt_path
+            )
+        return monitor, trainer
+
+    first, trainer = run(seed=0, max_steps=2 * 45)  # two optimizer steps per batch: stops after batch 45
+    assert first._collapse.held.item() == 2 and first.failure is None  # collapsed at the checks of 20 and 40
+    trainer.save_checkpoint(tmp_path / "mid.ckpt")
+    resumed, _ = run(seed=123, ckpt_path=tmp_path / "mid.ckpt")  # another seed would draw another latent batch
+    assert torch.equal(resumed._fixed_latent, first._fixed_latent)
+    assert resumed.failure is FailureMode.MODE_COLLAPSE and resumed.diagnoses[0].batch == 60  # the third check
+
+
+def test_callback_feature_extractor_with_fid_kid_and_bad_outputs(tmp_path):
+    extractor = torch.nn.Linear(64, 8)
+    monitor = GANMonitor(from_logits=True, feature_extractor=extractor, diversity_every_n_batches=25)
+    _, trainer = fit_digits(tmp_path, [monitor], epochs=10)
+    assert {"gan/fid", "gan/kid", "gan/diversity", "gan/coverage"} <= set(trainer.callback_metrics)
+    assert trainer.callback_metrics["gan/fid"].item() > 0
+    fit_and_expect(
+        tmp_path,
+        DigitsGAN(),
+        GANMonitor(from_logits=True, feature_extractor=lambda x: x.sum(), diversity_every_n_batches=5),
+        make_dataloader(load_digits_tensor(3)),
+        ValueError,
+        r"`feature_extractor` must map a batch of n samples to an \(n, d\) tensor of features; on samples of shape "
+        r"\(160, 64\) it returned shape \(\)",  # the 5 batches' generated samples so far
+    )
+
+
+def test_callback_non_image_samples_are_skipped_with_one_message(tmp_path, caplog):
+    logger = TensorBoardLogger(tmp_path, name="tb")
+    with caplog.at_level(logging.INFO):
+        fit_digits(
+            tmp_path,
+            [GANMonitor(from_logits=True, image_every_n_epochs=1)],
+            epochs=4,
+            trainer_kwargs=dict(logger=logger),
+        )
+    skipped = [r for r in caplog.records if "are not images" in r.getMessage()]
+    assert len(skipped) == 1 and "`GANMonitor(image_shape=[C, H, W])`" in skipped[0].getMessage()

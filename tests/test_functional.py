@@ -1,16 +1,25 @@
 import numpy as np
 import pytest
 import torch
+from scipy.spatial.distance import cdist
 
 from lightning_gan_monitor.functional import (
+    DIVERSITY_NAMES,
     STAT_NAMES,
+    coverage,
+    density,
+    density_coverage,
     discriminator_score,
+    diversity_ratio,
+    diversity_scores,
     fake_detection_accuracy,
     gan_score_stats,
     gan_score_stats_batches,
     gan_scores,
     gan_scores_from_stats,
     generator_score,
+    near_duplicate_rate,
+    pairwise_distances,
     real_detection_accuracy,
 )
 
@@ -128,3 +137,91 @@ def test_functional_stats_of_several_batches_equal_batch_by_batch_stats():
         assert torch.allclose(stats[i], gan_score_stats(r, f, from_logits=True), atol=1e-6), i
     with pytest.raises(ValueError, match="must list the same number of batches, got 4 and 3"):
         gan_score_stats_batches(reals, fakes[:3])
+
+
+# ---------------------------------------------------------------------------------------------- diversity
+
+
+def numpy_diversity(fake: np.ndarray, real: np.ndarray, k: int, factor: float) -> dict[str, float]:
+    """The definitions, written independently with SciPy distances (float64)."""
+    fake, real = fake.reshape(len(fake), -1).astype(np.float64), real.reshape(len(real), -1).astype(np.float64)
+    d_ff, d_rr, d_rf = cdist(fake, fake), cdist(real, real), cdist(real, fake)
+    n, m = len(fake), len(real)
+    diversity = (d_ff.sum() / (n * (n - 1))) / (d_rr.sum() / (m * (m - 1)))
+    s = min(n, m)
+    nn_fake = np.sort(d_ff[:s, :s] + np.diag([np.inf] * s), axis=1)[:, 0]
+    nn_real = np.sort(d_rr[:s, :s] + np.diag([np.inf] * s), axis=1)[:, 0]
+    duplicates = np.mean(nn_fake <= factor * np.median(nn_real))
+    radii = np.sort(d_rr, axis=1)[:, k]  # column 0 is the point itself
+    inside = d_rf <= radii[:, None]
+    return {
+        "diversity": diversity,
+        "near_duplicates": duplicates,
+        "density": inside.sum() / (k * n),
+        "coverage": inside.any(axis=1).mean(),
+    }
+
+
+def check_against_numpy(fake: np.ndarray, real: np.ndarray, k: int = 5, factor: float = 0.25) -> None:
+    expected = numpy_diversity(fake, real, k, factor)
+    f, r = torch.tensor(fake, dtype=torch.float32), torch.tensor(real, dtype=torch.float32)
+    values = dict(zip(DIVERSITY_NAMES, diversity_scores(f, r, nearest_k=k, near_duplicate_factor=factor).tolist()))
+    for name in DIVERSITY_NAMES:
+        assert values[name] == pytest.approx(expected[name], rel=1e-5, abs=1e-6), name
+    assert diversity_ratio(f, r).item() == pytest.approx(expected["diversity"], rel=1e-5)
+    assert near_duplicate_rate(f, r, factor).item() == pytest.approx(expected["near_duplicates"])
+    dens, cov = density_coverage(f, r, k)
+    assert dens.item() == pytest.approx(expected["density"], rel=1e-5) == density(f, r, k).item()
+    assert cov.item() == pytest.approx(expected["coverage"]) == coverage(f, r, k).item()
+
+
+@pytest.mark.parametrize(("n", "m", "shape"), [(40, 60, (3,)), (60, 40, (2, 4)), (25, 25, (1, 3, 3))])
+def test_functional_diversity_matches_numpy_reference(n, m, shape):
+    rng = np.random.default_rng(n + m)
+    real = rng.normal(size=(m, *shape))
+    fake = np.concatenate([rng.normal(size=(n // 2, *shape)), rng.normal(0.5, 0.05, size=(n - n // 2, *shape))])
+    check_against_numpy(fake, real)
+    check_against_numpy(fake, real, k=3, factor=0.6)
+
+
+def test_functional_diversity_identical_points_count_inside_balls():
+    # Each real point appears 6 times, so with k = 5 every ball has radius exactly 0; fakes on real points must
+    # count as inside (<=), fakes elsewhere must not.
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(4, 2))
+    real = np.repeat(centres, 6, axis=0)
+    fake = np.concatenate([centres[:2].repeat(3, axis=0), centres[:1] + 0.3])
+    check_against_numpy(fake, real)
+    _, cov = density_coverage(torch.tensor(fake), torch.tensor(real), nearest_k=5)
+    assert cov.item() == 0.5  # 12 of the 24 real points (the copies of the two centres hit) are covered
+    assert pairwise_distances(torch.tensor(real)).diagonal().eq(0).all()  # exact zeros, not rounding noise
+
+
+def test_functional_diversity_collapse_and_healthy_extremes():
+    rng = np.random.default_rng(1)
+    real = torch.tensor(rng.normal(size=(200, 8)), dtype=torch.float32)
+    healthy = torch.tensor(rng.normal(size=(200, 8)), dtype=torch.float32)
+    collapsed = torch.tensor(rng.normal(size=(1, 8)), dtype=torch.float32).repeat(200, 1)
+    h = dict(zip(DIVERSITY_NAMES, diversity_scores(healthy, real).tolist()))
+    c = dict(zip(DIVERSITY_NAMES, diversity_scores(collapsed, real).tolist()))
+    assert 0.9 < h["diversity"] < 1.1 and h["near_duplicates"] < 0.05 and h["coverage"] > 0.8
+    assert c["diversity"] == 0.0 and c["near_duplicates"] == 1.0 and c["coverage"] < 0.1
+
+
+def test_functional_diversity_small_sets_give_nan_or_clear_errors():
+    one, few = torch.zeros(1, 2), torch.rand(3, 2)
+    assert torch.isnan(diversity_scores(one, few, nearest_k=5)).tolist() == [True, True, True, True]
+    with pytest.raises(ValueError, match="need more real samples than `nearest_k`=5, got 3"):
+        density_coverage(few, few)
+    with pytest.raises(ValueError, match="`nearest_k` must be a positive integer, got 0"):
+        diversity_scores(few, few, nearest_k=0)
+    with pytest.raises(ValueError, match="`factor` must be a positive number, got -1"):
+        near_duplicate_rate(few, few, factor=-1)
+    with pytest.raises(ValueError, match="`near_duplicate_factor` must be a positive number"):
+        diversity_scores(few, few, near_duplicate_factor=0)
+    with pytest.raises(ValueError, match="same number of features per sample, got 2 and 3"):
+        diversity_scores(few, torch.rand(4, 3))
+    with pytest.raises(ValueError, match=r"`fake` must have shape \(n, \.\.\.\) with n >= 1 samples, got shape \(3,\)"):
+        diversity_scores(torch.rand(3), few)
+    with pytest.raises(TypeError, match=r"`real` must be a torch\.Tensor"):
+        diversity_ratio(few, [[0.0, 1.0]])

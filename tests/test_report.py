@@ -136,11 +136,17 @@ def test_report_shades_the_thresholds_the_run_used_or_the_defaults(tmp_path):
 
 
 def test_report_compares_runs_side_by_side(runs):
-    root, _ = runs
+    root, monitors = runs
     figure = plot_run(root)
     score_axes = axes_of(figure, "gan/generator_score")
     assert [ax.get_title() for ax in score_axes] == [f"{s}/version_0" for s in sorted(EPOCHS)]
-    assert len(figure.axes) == 2 * len(EPOCHS)  # a score plot and a text panel per run
+    # a score plot, a diversity panel and a text panel per run (the flat digits are no images: no grid strip); the
+    # runs stopped before the first diversity check (batch 100) have an empty diversity panel
+    diversity_axes = [ax for ax in figure.axes if ax.get_ylabel() == "diversity / coverage"]
+    measured = ["gan/diversity" in monitors[s][0]._history.tags for s in sorted(EPOCHS)]
+    assert any(measured) and not all(measured)
+    assert [bool(ax.get_lines()) for ax in diversity_axes] == measured
+    assert len(figure.axes) == 3 * len(EPOCHS)
     columns = [ax.get_position().x0 for ax in score_axes]
     assert columns == sorted(columns) and len(set(columns)) == len(EPOCHS)
     assert figure.get_size_inches()[0] == pytest.approx(6.4 * len(EPOCHS))
@@ -353,7 +359,16 @@ def test_monitor_summary_counts_regimes_and_reports_the_verdict(runs, caplog):
     for scenario, (monitor, recorder) in monitors.items():
         summary = monitor.summary
         assert summary.batches == len(recorder.batches)
-        assert summary.regimes == {**reference_regimes(recorder), "collapsed": None}, scenario
+        # "collapsed" is measured only by runs that reached a diversity check (batch 100), and none of these is
+        if "gan/diversity" in monitor._history.tags:
+            _, diversity = monitor._history.series("gan/diversity")
+            _, duplicates = monitor._history.series("gan/near_duplicates")
+            assert min(diversity) >= monitor.collapse_diversity_below, scenario
+            assert max(duplicates) <= monitor.collapse_near_duplicates_above, scenario
+            collapsed = 0
+        else:
+            collapsed = None
+        assert summary.regimes == {**reference_regimes(recorder), "collapsed": collapsed}, scenario
         (event,) = read_events(root / scenario / "version_0").Tensors("gan/summary/text_summary")
         assert event.step == summary.batches
         assert event.tensor_proto.string_val[0].decode() == code_block(str(summary))

@@ -1,13 +1,25 @@
+import io
+
+import numpy as np
 import pytest
 import pytorch_lightning as pl
+import torch
 from conftest import RecordOutputs, fit_digits
 from digits_gan import SCENARIOS
+from PIL import Image
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.custom_scalar import layout_pb2
 
-from lightning_gan_monitor import GANMonitor, GANMonitorWarning
-from lightning_gan_monitor.tensorboard import score_layout, to_markdown
+from lightning_gan_monitor import FailureMode, GANMonitor, GANMonitorWarning
+from lightning_gan_monitor.tensorboard import (
+    REAL_SAMPLES_TAG,
+    SAMPLES_TAG,
+    as_images,
+    make_grid,
+    score_layout,
+    to_markdown,
+)
 
 SCORE_TAGS = [
     "gan/generator_score",
@@ -18,7 +30,7 @@ SCORE_TAGS = [
 
 
 def read_events(log_dir: str) -> EventAccumulator:
-    events = EventAccumulator(log_dir, size_guidance={"tensors": 0, "scalars": 0})
+    events = EventAccumulator(log_dir, size_guidance={"tensors": 0, "scalars": 0, "images": 0})
     events.Reload()
     return events
 
@@ -85,3 +97,79 @@ def test_tensorboard_other_loggers_get_scalars_and_one_warning(tmp_path):
         fit_digits(tmp_path, [monitor], epochs=10, trainer_kwargs=dict(logger=loggers), **SCENARIOS["d-dominates"])
     assert not [w for w in record if "TensorBoard only" in str(w.message)]
     assert "gan/generator_score" in read_events(loggers[1].log_dir).Tags()["scalars"]
+
+
+# ---------------------------------------------------------------------------------------------- image grids
+
+
+def test_tensorboard_make_grid_layout_and_scaling():
+    images = torch.stack([torch.full((1, 4, 3), float(i)) for i in range(5)])  # image i is all i
+    grid = make_grid(images, nrow=3, padding=1, pad_value=0.5, value_range=(0, 4))
+    assert grid.shape == (1, 2 * (4 + 1) + 1, 3 * (3 + 1) + 1)
+    for i in range(5):
+        top, left = 1 + (i // 3) * 5, 1 + (i % 3) * 4
+        assert torch.all(grid[:, top : top + 4, left : left + 3] == i / 4), i
+    assert grid[0, 0, 0] == 0.5 and grid[0, 6:10, 9:12].eq(0.5).all()  # padding, and the empty sixth cell
+    rgb = make_grid(torch.rand(2, 3, 5, 5) * 10 - 5, value_range=None)
+    assert rgb.shape == (3, 9, 16) and rgb.min() >= 0 and rgb.max() <= 1
+
+
+def test_tensorboard_as_images_and_grid_errors():
+    assert as_images(torch.zeros(4, 3, 2, 2)).shape == (4, 3, 2, 2)
+    assert as_images(torch.zeros(4, 16), [4, 4]).shape == (4, 1, 4, 4)
+    assert as_images(torch.zeros(4, 2, 8, 8)) is None  # two channels: not an image
+    with pytest.raises(ValueError, match=r"`image_shape` \[1, 4, 4\] cannot show samples of shape \(64,\)"):
+        as_images(torch.zeros(4, 64), [1, 4, 4])
+    with pytest.raises(ValueError, match=r"`images` must have shape \(N, C, H, W\)"):
+        make_grid(torch.zeros(3, 8, 8))
+    with pytest.raises(ValueError, match="`nrow` must be a positive integer, got 0"):
+        make_grid(torch.zeros(1, 1, 2, 2), nrow=0)
+    with pytest.raises(ValueError, match="`padding` must be a non-negative integer"):
+        make_grid(torch.zeros(1, 1, 2, 2), padding=-1)
+    with pytest.raises(ValueError, match="`value_range` must be"):
+        make_grid(torch.zeros(1, 1, 2, 2), value_range=(1, 1))
+
+
+@pytest.fixture(scope="module")
+def collapse_run(tmp_path_factory) -> tuple[GANMonitor, EventAccumulator]:
+    tmp_path = tmp_path_factory.mktemp("collapse")
+    monitor = GANMonitor(from_logits=True, image_every_n_epochs=5, image_shape=[1, 8, 8], num_image_samples=16)
+    logger = TensorBoardLogger(tmp_path, name="run")
+    with pytest.warns(GANMonitorWarning, match="Mode collapse after"):
+        fit_digits(tmp_path, [monitor], epochs=80, trainer_kwargs=dict(logger=logger), **SCENARIOS["mode-collapse"])
+    return monitor, read_events(logger.log_dir)
+
+
+def grid_cells(event) -> list[np.ndarray]:
+    """The 16 8x8 cells of a 4x4 grid image with 2 pixels of padding."""
+    picture = np.array(Image.open(io.BytesIO(event.encoded_image_string)).convert("L")).astype(int)
+    return [picture[2 + r * 10 : 10 + r * 10, 2 + c * 10 : 10 + c * 10] for r in range(4) for c in range(4)]
+
+
+def test_tensorboard_grids_of_fixed_latent_samples_and_real_samples(collapse_run):
+    monitor, events = collapse_run
+    assert {SAMPLES_TAG, REAL_SAMPLES_TAG} <= set(events.Tags()["images"])
+    samples, real = events.Images(SAMPLES_TAG), events.Images(REAL_SAMPLES_TAG)
+    # a grid every 5 epochs (25 batches) until the stop; the real grid once
+    assert [e.step for e in samples] == list(range(25, monitor.stopped_batch + 1, 25))
+    assert len(real) == 1
+    # 16 images of 8x8 in a 4x4 grid with 2 pixels of padding: 4 * 10 + 2 pixels a side
+    for event in (samples[-1], real[0]):
+        assert (event.height, event.width) == (42, 42)
+        picture = np.array(Image.open(io.BytesIO(event.encoded_image_string)))
+        assert picture.shape[:2] == (42, 42)
+    # The collapsed generator draws the same digit in every cell; real digits differ.
+    fake_cells, real_cells = grid_cells(samples[-1]), grid_cells(real[0])
+    assert max(np.abs(c - fake_cells[0]).max() for c in fake_cells) <= 1
+    assert max(np.abs(c - real_cells[0]).max() for c in real_cells) > 50
+
+
+def test_tensorboard_diversity_scalars_and_collapse_diagnosis(collapse_run):
+    monitor, events = collapse_run
+    assert monitor.failure is FailureMode.MODE_COLLAPSE
+    for tag in ("gan/diversity", "gan/near_duplicates", "gan/density", "gan/coverage"):
+        steps = [e.step for e in events.Scalars(tag)]
+        assert steps == [99, 199, 299][: len(steps)] and len(steps) == 3, tag
+    assert all(e.value == 1.0 for e in events.Scalars("gan/near_duplicates"))
+    (text,) = events.Tensors("gan/diagnosis/text_summary")
+    assert text.tensor_proto.string_val[0].decode().startswith("Mode collapse after 300 training batches")
