@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict
 from typing import Any, Literal
@@ -315,12 +316,21 @@ class GANMonitor(Callback):
     @property
     @override
     def state_key(self) -> str:
-        return self._generate_state_key(
-            d_real_key=self.d_real_key,
-            d_fake_key=self.d_fake_key,
-            generator_attr=self.generator_attr,
-            discriminator_attr=self.discriminator_attr,
-        )
+        # Lightning reads this around every hook of every batch (about 8 times a batch) and building it costs a
+        # `repr` of a dict: build it once for each set of the attributes it depends on.
+        keys = (self.d_real_key, self.d_fake_key, self.generator_attr, self.discriminator_attr)
+        cached = self.__dict__.get("_state_key_cache")
+        if cached is None or cached[0] != keys:
+            cached = self._state_key_cache = (
+                keys,
+                self._generate_state_key(
+                    d_real_key=self.d_real_key,
+                    d_fake_key=self.d_fake_key,
+                    generator_attr=self.generator_attr,
+                    discriminator_attr=self.discriminator_attr,
+                ),
+            )
+        return cached[1]
 
     @property
     def scores(self) -> dict[str, float]:
@@ -669,16 +679,24 @@ class GANMonitor(Callback):
     def _log_scores(self, trainer: pl.Trainer, pl_module: pl.LightningModule, callback_metrics: bool = True) -> None:
         if self._running.update_count == 0:  # nothing observed since the last log (the same on every rank)
             return
-        values = dict(zip((f"gan/{name}" for name in SCORE_NAMES), self._running.compute().unbind()))
+        scores = self._running.compute()
         self._running.reset()
-        finite = {k: v for k, v in values.items() if not torch.isnan(v)}
+        host = scores.tolist()  # the log point's one read-back (not one per score and one per NaN test)
+        finite = [i for i, value in enumerate(host) if not math.isnan(value)]
         step = self._batches_seen - 1  # Lightning logs `self.log` values of batch k at step k - 1
         for logger in trainer.loggers:
-            logger.log_metrics({k: v.item() for k, v in finite.items()}, step=step)
+            logger.log_metrics({f"gan/{SCORE_NAMES[i]}": host[i] for i in finite}, step=step)
         if not callback_metrics:  # Lightning allows `self.log` only in some hooks
             return
         # Also in `trainer.callback_metrics`, for `ModelCheckpoint(monitor="gan/...")` and the progress bar.
-        pl_module.log_dict(finite, on_step=True, on_epoch=False, logger=False, batch_size=1)
+        values = scores.unbind()
+        pl_module.log_dict(
+            {f"gan/{SCORE_NAMES[i]}": values[i] for i in finite},
+            on_step=True,
+            on_epoch=False,
+            logger=False,
+            batch_size=1,
+        )
         if self.check_finite:
             losses = [v for k, v in trainer.callback_metrics.items() if "loss" in k and isinstance(v, Tensor)]
             if losses:
