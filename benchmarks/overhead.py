@@ -154,7 +154,7 @@ class Plan:
 
 FULL = Plan({"digits MLP": (600, 100, 5), "DCGAN 32x32": (150, 20, 3)}, 20_000, (64, 128, 256, 512, 1024, 2048), 20)
 # Every configuration path, with few batches: for CI (reports, never asserts a timing).
-QUICK = Plan({"digits MLP": (60, 10, 1), "DCGAN 32x32": (5, 2, 1)}, 300, (64, 256), 2)
+QUICK = Plan({"digits MLP": (40, 10, 1), "DCGAN 32x32": (4, 1, 1)}, 300, (64, 256), 2)
 
 
 def run_once(model_name: str, config: Config, batches: int, warmup: int, logdir: Path) -> dict[str, float]:
@@ -281,7 +281,9 @@ class MemoryProbe(pl.Callback):
 def memory_run(batches: int) -> list[dict[str, Any]]:
     """Resident memory and the monitor's tensor memory over a long run of the digits GAN, per configuration."""
     model = MODELS["digits MLP"]
-    at = sorted({max(batches // 10, 1), max(batches // 2, 1), batches})
+    # Multiples of 100 (of the default 20-batch checks and the 50-batch log points): right after a check, so every
+    # sample finds the monitor in the same phase (its pending references, at most 20 batches' worth, just released).
+    at = sorted({max(100, round(b / 100) * 100) for b in (batches // 10, batches // 2, batches)})
     rows = []
     with tempfile.TemporaryDirectory() as logdir:
         for name in MEMORY_CONFIGS:
@@ -401,7 +403,9 @@ def report(results: dict[str, list[dict[str, Any]]], plan: Plan, note: str, load
         "",
         f"### Memory over {plan.long_batches} batches of the digits GAN",
         "",
-        "Each cell: resident memory of the process / the monitor's own tensors (every tensor reachable from it).",
+        "Each cell: resident memory of the process / the monitor's own tensors (every tensor reachable from it), "
+        "sampled right after a check, when the references to the pending batches' D outputs (at most "
+        "`check_every_n_batches` = 20 batches' worth) have just been released.",
         "",
         markdown_table(results["memory"], memory_columns),
         "",

@@ -337,7 +337,7 @@ class FailureDetector:
     def __init__(self, rules: Sequence[Rule], smoothing: float, device: torch.device | str = "cpu") -> None:
         self.rules = tuple(rules)
         self.smoothing = smoothing
-        self._future_masks: dict[tuple[int, torch.device], Tensor] = {}
+        self._future_masks: dict[torch.device, Tensor] = {}
         self.reset(device)
 
     def reset(self, device: torch.device | str = "cpu") -> None:
@@ -441,12 +441,12 @@ class FailureDetector:
         return events, current, last_break[-1] < 0
 
     def _future_mask(self, k: int, device: torch.device) -> Tensor:
-        """(k, k, 1) bool, True where i > t: built once per window length (every window has the same length)."""
-        mask = self._future_masks.get((k, device))
-        if mask is None:  # at most `chunk` lengths, so the cache stays small
-            mask = torch.ones(k, k, dtype=torch.bool, device=device).triu(1).unsqueeze(-1)
-            self._future_masks[(k, device)] = mask
-        return mask
+        """(k, k, 1) bool, True where i > t: a view of one mask for the longest window, built once per device."""
+        mask = self._future_masks.get(device)
+        if mask is None:
+            mask = torch.ones(self.chunk, self.chunk, dtype=torch.bool, device=device).triu(1).unsqueeze(-1)
+            self._future_masks[device] = mask
+        return mask[:k, :k]
 
     def latch(self, index: int) -> None:
         """Rule ``index`` was reported from the last :meth:`update`: keep it quiet while that stretch lasts.

@@ -78,8 +78,11 @@ def test_benchmarks_latency_quick_monitor_stops_every_failure_and_no_healthy_run
     torch.set_num_threads(1)
     rows = latency.measure(latency.QUICK)
     assert {(r["failure"], r["approach"]) for r in rows} == {
-        (f, a) for f in latency.FAILURES for a in latency.APPROACHES
+        (f, a) for f in latency.FAILURES for a in latency.QUICK.approaches
     }
+    # both kinds of approach run: the monitor, and EarlyStopping at epoch end and after every batch
+    assert {a.split(" (")[0].split(",")[0] for a in latency.QUICK.approaches} == {"GANMonitor", "EarlyStopping"}
+    assert len(latency.QUICK.approaches) == 3
     onset = latency.QUICK.switch_at
     for row in rows:
         if not row["approach"].startswith("GANMonitor"):
