@@ -281,8 +281,9 @@ class MemoryProbe(pl.Callback):
 def memory_run(batches: int) -> list[dict[str, Any]]:
     """Resident memory and the monitor's tensor memory over a long run of the digits GAN, per configuration."""
     model = MODELS["digits MLP"]
-    # Multiples of 100 (of the default 20-batch checks and the 50-batch log points): right after a check, so every
-    # sample finds the monitor in the same phase (its pending references, at most 20 batches' worth, just released).
+    # Multiples of 100 (of the default 20-batch checks and 50-batch log points): right after a check and a log point,
+    # so every sample finds the monitor in the same phase (its pending references, at most 20 batches' worth, just
+    # released; the logged scores' buffers allocated).
     at = sorted({max(100, round(b / 100) * 100) for b in (batches // 10, batches // 2, batches)})
     rows = []
     with tempfile.TemporaryDirectory() as logdir:
