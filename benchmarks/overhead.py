@@ -1,6 +1,6 @@
 """What the monitor costs: time per training batch with it / without it, side by side in one run.
 
-    python benchmarks/overhead.py                    # full run (about 15 minutes on 2 idle CPU cores)
+    python benchmarks/overhead.py                    # full run (about half an hour on 2 CPU cores)
     python benchmarks/overhead.py --write-results    # ... and refresh its section of benchmarks/RESULTS.md
     python benchmarks/overhead.py --quick            # about half a minute, for CI: ratios reported, never asserted
 
@@ -150,11 +150,14 @@ class Plan:
     long_batches: int
     diversity_sizes: tuple[int, ...]
     diversity_repeats: int
+    command: str = "python benchmarks/overhead.py"
 
 
 FULL = Plan({"digits MLP": (600, 100, 5), "DCGAN 32x32": (150, 20, 3)}, 20_000, (64, 128, 256, 512, 1024, 2048), 20)
 # Every configuration path, with few batches: for CI (reports, never asserts a timing).
-QUICK = Plan({"digits MLP": (40, 10, 1), "DCGAN 32x32": (4, 1, 1)}, 300, (64, 256), 2)
+QUICK = Plan(
+    {"digits MLP": (40, 10, 1), "DCGAN 32x32": (4, 1, 1)}, 300, (64, 256), 2, "python benchmarks/overhead.py --quick"
+)
 
 
 def run_once(model_name: str, config: Config, batches: int, warmup: int, logdir: Path) -> dict[str, float]:
@@ -383,9 +386,7 @@ def report(results: dict[str, list[dict[str, Any]]], plan: Plan, note: str, load
     parts = [
         "## Overhead",
         "",
-        f"Measured {datetime.date.today()} by `python benchmarks/overhead.py{'' if plan is FULL else ' --quick'}`"
-        + (f" ({note})" if note else "")
-        + ".",
+        f"Measured {datetime.date.today()} by `{plan.command}`" + (f" ({note})" if note else "") + ".",
         "",
         f"Machine: {machine()}. Load average (1 min): {load_before} at the start, {load_average()} at the end.",
         "",
@@ -405,8 +406,8 @@ def report(results: dict[str, list[dict[str, Any]]], plan: Plan, note: str, load
         f"### Memory over {plan.long_batches} batches of the digits GAN",
         "",
         "Each cell: resident memory of the process / the monitor's own tensors (every tensor reachable from it), "
-        "sampled right after a check, when the references to the pending batches' D outputs (at most "
-        "`check_every_n_batches` = 20 batches' worth) have just been released.",
+        "sampled at multiples of 100 batches, right after a check and a log point, when the references to the "
+        "pending batches' D outputs (at most `check_every_n_batches` = 20 batches' worth) have just been released.",
         "",
         markdown_table(results["memory"], memory_columns),
         "",
