@@ -42,8 +42,8 @@ from lightning_gan_monitor.rules import (
 __all__ = ["GANMonitor", "GANMonitorWarning"]
 
 _OUT_OF_RANGE = STAT_NAMES.index("out_of_range")
-#: Default `check_every_n_batches`: a check costs a fixed few hundred microseconds on a CPU (and one read-back from
-#: an accelerator), whatever the number of batches it processes; benchmarks/RESULTS.md has the measurements.
+#: Default `check_every_n_batches`: a check costs a fixed number of tensor operations (and one read-back from an
+#: accelerator), whatever the number of batches it processes; benchmarks/RESULTS.md has the measurements.
 DEFAULT_CHECK_EVERY = 20
 _CONFIG_KEYS = (
     "patience",
