@@ -20,16 +20,23 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
 from digits_gan import DigitsGAN, load_digits_tensor, make_dataloader
 
 __all__ = [
+    "RESULTS",
     "BatchTimer",
     "ConvGAN",
     "DigitsGAN",
+    "load_average",
     "load_digits_tensor",
     "machine",
     "make_dataloader",
+    "markdown_table",
     "print_table",
     "synthetic_images_loader",
     "trainer",
+    "write_section",
 ]
+
+#: Where the benchmarks write their figures (`--write-results`); each script owns one marked section.
+RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 
 
 def machine() -> str:
@@ -48,19 +55,34 @@ def machine() -> str:
     )
 
 
+def load_average() -> str:
+    """The 1-minute load average against the number of cores: how busy the machine was (other processes)."""
+    try:
+        return f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
+    except OSError:
+        return "unknown"
+
+
 class BatchTimer(pl.Callback):
-    """Wall time of every training batch, measured between consecutive ends of batches (so every callback's
-    `on_train_batch_end` is inside); put it last in the callbacks list."""
+    """Time of every training batch, measured between consecutive ends of batches (so every callback's
+    `on_train_batch_end` is inside); put it last in the callbacks list.
+
+    Two clocks: wall time (what a user waits for) and the main thread's CPU time, which leaves out the time other
+    processes held the cores, so it is steadier on a shared machine (with `torch.set_num_threads(1)` all the work of
+    a CPU training step runs on that thread).
+    """
 
     def __init__(self) -> None:
         self.ends: list[float] = []
+        self.cpu_ends: list[float] = []
 
     def on_train_batch_end(self, *args: Any) -> None:
         self.ends.append(time.perf_counter())
+        self.cpu_ends.append(time.thread_time())
 
-    def per_batch(self, skip: int) -> list[float]:
-        """Durations of the batches after the first `skip` (warm-up)."""
-        ends = self.ends[skip:]
+    def per_batch(self, skip: int, cpu: bool = False) -> list[float]:
+        """Durations of the batches after the first `skip` (warm-up), in wall or CPU seconds."""
+        ends = (self.cpu_ends if cpu else self.ends)[skip:]
         return [b - a for a, b in itertools.pairwise(ends)]
 
 
@@ -152,11 +174,33 @@ def synthetic_images_loader(n: int = 2048, batch_size: int = 64, seed: int = 0) 
     return DataLoader(TensorDataset(data), batch_size=batch_size, shuffle=True, drop_last=True, generator=g)
 
 
-def print_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
-    """A Markdown table of `rows` (also printed)."""
+def markdown_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    """A Markdown table of `rows` (a missing cell is left empty)."""
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for row in rows:
         lines.append("| " + " | ".join(str(row.get(c, "")) for c in columns) + " |")
-    text = "\n".join(lines)
+    return "\n".join(lines)
+
+
+def print_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    """A Markdown table of `rows` (also printed)."""
+    text = markdown_table(rows, columns)
     print(text)
     return text
+
+
+def write_section(name: str, text: str, path: Path = RESULTS) -> None:
+    """Put `text` in `path` between the markers of section `name`, replacing what was there (or append it).
+
+    Only what lies between `<!-- begin NAME -->` and `<!-- end NAME -->` changes, so each script refreshes its own
+    figures and the hand-written parts of the file (and other scripts' sections) stay as they are.
+    """
+    begin, end = f"<!-- begin {name} (written by benchmarks/{name}.py) -->", f"<!-- end {name} -->"
+    block = f"{begin}\n{text.strip()}\n{end}"
+    current = path.read_text() if path.exists() else ""
+    if begin in current and end in current:
+        head, rest = current.split(begin, 1)
+        updated = head + block + rest.split(end, 1)[1]
+    else:
+        updated = (current.rstrip() + "\n\n" if current.strip() else "") + block + "\n"
+    path.write_text(updated)

@@ -1,10 +1,11 @@
 """How many batches a run trains past the onset of a failure before it is stopped: GANMonitor vs EarlyStopping.
 
-    python benchmarks/latency.py            # full run (a few minutes on 2 CPU cores)
-    python benchmarks/latency.py --quick    # one seed, for CI
+    python benchmarks/latency.py                    # full run (a few minutes on 2 CPU cores)
+    python benchmarks/latency.py --write-results    # ... and refresh its section of benchmarks/RESULTS.md
+    python benchmarks/latency.py --quick            # one seed, shorter epochs and an earlier onset, for CI
 
 The digits GAN trains on all of scikit-learn's digits repeated 4 times (224 batches per epoch, so epochs are long)
-and a failure is switched on at a known batch: the generator freezes while the discriminator speeds up (D
+and a failure is switched on at a known batch (300): the generator freezes while the discriminator speeds up (D
 dominates), the discriminator freezes while the generator speeds up (G dominates), or a NaN is planted in D. The
 same runs without a switch (healthy) show whether an approach stops healthy training too (a false alarm).
 
@@ -21,11 +22,21 @@ import argparse
 import datetime
 import statistics
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from common import DigitsGAN, load_digits_tensor, machine, make_dataloader, print_table, trainer
+from common import (
+    DigitsGAN,
+    load_average,
+    load_digits_tensor,
+    machine,
+    make_dataloader,
+    markdown_table,
+    trainer,
+    write_section,
+)
 from pytorch_lightning.callbacks import EarlyStopping
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -69,7 +80,7 @@ class Switch(pl.Callback):
 FAILURES: dict[str, dict[str, Any]] = {
     "discriminator dominates": {"switch": {"freeze_generator": True, "lr_d": 2e-3}, "threshold": 0.1, "mode": "max"},
     "generator dominates": {"switch": {"freeze_discriminator": True, "lr_g": 2e-3}, "threshold": 0.9, "mode": "min"},
-    "non-finite": {"model": {"nan_at_batch": SWITCH_AT}, "threshold": 0.1, "mode": "max"},
+    "non-finite": {"nan": True, "threshold": 0.1, "mode": "max"},
     "healthy (no failure)": {"threshold": 0.1, "mode": "max"},
 }
 
@@ -97,21 +108,49 @@ APPROACHES: dict[str, tuple[Callable[[dict], list], dict[str, Any]]] = {
 }
 
 
-def run(failure: str, approach: str, seed: int, max_batches: int) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Plan:
+    """Seeds, the batch at which the failure starts, how many times the digits are repeated in an epoch (each copy
+    is 56 batches of 32), and how many batches the run may go on after the onset and two epochs."""
+
+    seeds: tuple[int, ...]
+    switch_at: int
+    repeat: int
+    extra: int
+    approaches: tuple[str, ...] = tuple(APPROACHES)
+
+    @property
+    def epoch(self) -> int:
+        return self.repeat * (len(load_digits_tensor(None)) // 32)
+
+    @property
+    def max_batches(self) -> int:
+        return self.switch_at + 2 * self.epoch + self.extra
+
+
+FULL = Plan(seeds=(0, 1, 2), switch_at=SWITCH_AT, repeat=4, extra=100)  # 224-batch epochs, 848 batches at most
+# Every failure and kind of approach, shorter: one seed, 56-batch epochs, onset at batch 60, 252 batches at most, and
+# the monitor with its defaults only (a shorter patience is the same code).
+QUICK = Plan(
+    seeds=(0,), switch_at=60, repeat=1, extra=80, approaches=tuple(a for a in APPROACHES if "patience 25" not in a)
+)
+
+
+def run(failure: str, approach: str, seed: int, plan: Plan) -> dict[str, Any]:
     spec = FAILURES[failure]
     make_callbacks, trainer_kwargs = APPROACHES[approach]
     callbacks = make_callbacks(spec)
     if "switch" in spec:
-        callbacks.append(Switch(SWITCH_AT, **spec["switch"]))
+        callbacks.append(Switch(plan.switch_at, **spec["switch"]))
     pl.seed_everything(seed, verbose=False)
-    data = load_digits_tensor(None).repeat(4, 1)
-    model = LoggedGAN(**spec.get("model", {}))
+    data = load_digits_tensor(None).repeat(plan.repeat, 1)
+    model = LoggedGAN(**({"nan_at_batch": plan.switch_at} if spec.get("nan") else {}))
     val = DataLoader(TensorDataset(data[:32]), batch_size=32)
     # two optimizer steps per batch until a network freezes: cap by epochs, and stop at max_batches ourselves
-    callbacks.append(StopAt(max_batches))
+    callbacks.append(StopAt(plan.max_batches))
     trainer(callbacks, max_epochs=10**6, **trainer_kwargs).fit(model, make_dataloader(data, seed=seed), val)
     trained = model.batches_trained
-    stopped = trained < max_batches
+    stopped = trained < plan.max_batches
     monitors = [c for c in callbacks if isinstance(c, GANMonitor)]
     fired = monitors[0].diagnoses[0].batch if monitors and monitors[0].diagnoses else None
     return {"trained": trained, "stopped": stopped, "fired_at": fired}
@@ -126,51 +165,82 @@ class StopAt(pl.Callback):
             trainer.should_stop = True
 
 
-def measure(seeds: list[int]) -> list[dict[str, Any]]:
+def measure(plan: Plan) -> list[dict[str, Any]]:
     """One row per failure and approach."""
-    max_batches = SWITCH_AT + 2 * 224 + 100  # the onset, two long epochs and some more
+    onset = plan.switch_at
     rows = []
     for failure in FAILURES:
-        for approach in APPROACHES:
-            results = [run(failure, approach, seed, max_batches) for seed in seeds]
+        for approach in plan.approaches:
+            results = [run(failure, approach, seed, plan) for seed in plan.seeds]
             row: dict[str, Any] = {"failure": failure, "approach": approach, "results": results}
             if "healthy" in failure:
                 row["false alarm (stopped, at batch)"] = ", ".join(
                     f"yes, {r['trained']}" if r["stopped"] else "no" for r in results
                 )
             else:
-                past = [r["trained"] - SWITCH_AT for r in results if r["stopped"]]
+                past = [r["trained"] - onset for r in results if r["stopped"]]
                 row["batches past onset before stop (per seed)"] = ", ".join(
-                    str(r["trained"] - SWITCH_AT) if r["stopped"] else f"not stopped (>{max_batches - SWITCH_AT})"
+                    str(r["trained"] - onset) if r["stopped"] else f"not stopped (>{plan.max_batches - onset})"
                     for r in results
                 )
                 row["median"] = statistics.median(past) if past else ""
                 row["rule fired at (GANMonitor)"] = ", ".join(
-                    str(r["fired_at"] - SWITCH_AT) for r in results if r["fired_at"] is not None
+                    str(r["fired_at"] - onset) for r in results if r["fired_at"] is not None
                 )
             rows.append(row)
     return rows
 
 
+COLUMNS = [
+    "failure",
+    "approach",
+    "batches past onset before stop (per seed)",
+    "median",
+    "rule fired at (GANMonitor)",
+    "false alarm (stopped, at batch)",
+]
+
+
+def report(rows: list[dict[str, Any]], plan: Plan, note: str, load_before: str) -> str:
+    """The Markdown section of RESULTS.md (also what is printed)."""
+    return "\n".join(
+        [
+            "## Detection latency",
+            "",
+            f"Measured {datetime.date.today()} by `python benchmarks/latency.py{'' if plan is FULL else ' --quick'}`"
+            + (f" ({note})" if note else "")
+            + ".",
+            "",
+            f"Machine: {machine()}. Load average (1 min): {load_before} at the start, {load_average()} at the end.",
+            "",
+            f"The digits GAN with {plan.epoch}-batch epochs; the failure starts at batch {plan.switch_at}; seeds "
+            f"{', '.join(map(str, plan.seeds))}; a run that is not stopped ends after {plan.max_batches} batches. "
+            "`batches past onset before stop`: batches trained from the onset to the end of training. `rule fired "
+            "at`: where the monitor's diagnosis places the moment its rule's patience ran out (training stops at the "
+            "next check, up to `check_every_n_batches - 1` = 19 batches later). EarlyStopping watches the generator "
+            "score the module logs with `self.log` each batch, with a divergence threshold equal to the monitor's "
+            "rule (0.1 when D dominates, 0.9 when G dominates); `epoch end` is its default, `every batch` the most "
+            "favourable setting we found (a one-batch validation run after every batch so that it checks the "
+            "latest batch's raw value).",
+            "",
+            markdown_table(rows, COLUMNS),
+        ]
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="one seed (for CI)")
+    parser.add_argument("--quick", action="store_true", help="one seed, short epochs (for CI)")
+    parser.add_argument("--write-results", action="store_true", help="refresh the section of benchmarks/RESULTS.md")
+    parser.add_argument("--note", default="", help="said next to the date in RESULTS.md, e.g. how busy the machine was")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    seeds = [0] if args.quick else [0, 1, 2]
-    print(f"# Detection latency, {datetime.date.today()}\n\nMachine: {machine()}\n")
-    print(f"Failure switched on at batch {SWITCH_AT}; seeds {seeds}.\n")
-    print_table(
-        measure(seeds),
-        [
-            "failure",
-            "approach",
-            "batches past onset before stop (per seed)",
-            "median",
-            "rule fired at (GANMonitor)",
-            "false alarm (stopped, at batch)",
-        ],
-    )
+    plan = QUICK if args.quick else FULL
+    load_before = load_average()
+    text = report(measure(plan), plan, args.note, load_before)
+    print(text)
+    if args.write_results:
+        write_section("latency", text)
     return 0
 
 

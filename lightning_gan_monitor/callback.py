@@ -55,8 +55,8 @@ if TYPE_CHECKING:
 __all__ = ["GANMonitor", "GANMonitorWarning"]
 
 _OUT_OF_RANGE = STAT_NAMES.index("out_of_range")
-#: Default `check_every_n_batches`: a check costs a fixed few hundred microseconds on a CPU (and one read-back from
-#: an accelerator), whatever the number of batches it processes; benchmarks/RESULTS.md has the measurements.
+#: Default `check_every_n_batches`: a check costs a fixed number of tensor operations (and one read-back from an
+#: accelerator), whatever the number of batches it processes; benchmarks/RESULTS.md has the measurements.
 DEFAULT_CHECK_EVERY = 20
 #: Defaults of the mode-collapse rule, calibrated on healthy and collapsing runs (benchmarks/RESULTS.md).
 DEFAULT_DIVERSITY_EVERY = 100
@@ -504,12 +504,21 @@ class GANMonitor(Callback):
     @property
     @override
     def state_key(self) -> str:
-        return self._generate_state_key(
-            d_real_key=self.d_real_key,
-            d_fake_key=self.d_fake_key,
-            generator_attr=self.generator_attr,
-            discriminator_attr=self.discriminator_attr,
-        )
+        # Lightning reads this around every hook of every batch (about 8 times a batch) and building it costs a
+        # `repr` of a dict: build it once for each set of the attributes it depends on.
+        keys = (self.d_real_key, self.d_fake_key, self.generator_attr, self.discriminator_attr)
+        cached = self.__dict__.get("_state_key_cache")
+        if cached is None or cached[0] != keys:
+            cached = self._state_key_cache = (
+                keys,
+                self._generate_state_key(
+                    d_real_key=self.d_real_key,
+                    d_fake_key=self.d_fake_key,
+                    generator_attr=self.generator_attr,
+                    discriminator_attr=self.discriminator_attr,
+                ),
+            )
+        return cached[1]
 
     @property
     def scores(self) -> dict[str, float]:

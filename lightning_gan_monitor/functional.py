@@ -76,7 +76,9 @@ def _side_stats(parts: Sequence[Tensor | None], from_logits: bool, fake: bool, d
     p = torch.where(finite, torch.sigmoid(x) if from_logits else x, 0.0)
     detected = ((p < 0.5) & finite) if fake else (p >= 0.5)
     out_of_range = torch.zeros_like(finite) if from_logits else (p < 0) | (p > 1)
-    values = torch.stack([p, finite.float(), detected.float(), (~finite).float(), out_of_range.float()], dim=1)
+    # one conversion for the four flags instead of one each: a check's cost is mostly the number of tensor ops
+    flags = torch.stack([finite, detected, ~finite, out_of_range], dim=1).to(p.dtype)
+    values = torch.cat([p.unsqueeze(1), flags], dim=1)
     if k == 1:
         return values.sum(0, keepdim=True)
     return _segment_sum(values, [i for i, _ in present], [t.numel() for _, t in present], k)
@@ -92,7 +94,15 @@ def _cat_on(device: torch.device, tensors: Sequence[Tensor]) -> Tensor:
 
 
 def _segment_sum(values: Tensor, indices: Sequence[int], sizes: Sequence[int], k: int) -> Tensor:
-    """Sum consecutive runs of ``values`` rows (run j: ``sizes[j]`` rows, added to row ``indices[j]`` of k)."""
+    """Sum consecutive runs of ``values`` rows (run j: ``sizes[j]`` rows, added to row ``indices[j]`` of k).
+
+    ``indices`` is non-decreasing (the runs were concatenated in row order).
+    """
+    rows = [0] * k
+    for i, n in zip(indices, sizes):
+        rows[i] += n
+    if rows.count(rows[0]) == k:  # every row has as many values (same batch sizes, nothing missing): no index
+        return values.reshape(k, rows[0], *values.shape[1:]).sum(1)
     # The sizes are known on the host, so building the segment ids never waits for the device.
     segment = host_to_device(torch.tensor(indices).repeat_interleave(torch.tensor(sizes)), values.device)
     return torch.zeros(k, *values.shape[1:], device=values.device, dtype=values.dtype).index_add_(0, segment, values)

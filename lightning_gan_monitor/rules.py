@@ -577,6 +577,7 @@ class FailureDetector:
     def __init__(self, rules: Sequence[Rule], smoothing: float, device: torch.device | str = "cpu") -> None:
         self.rules = tuple(rules)
         self.smoothing = smoothing
+        self._future_masks: dict[torch.device, Tensor] = {}
         self.reset(device)
 
     def reset(self, device: torch.device | str = "cpu") -> None:
@@ -648,10 +649,14 @@ class FailureDetector:
         # m_t = sum_{i<=t} gain_i x_i prod_{i<j<=t} decay_j + m_0 prod_{j<=t} decay_j, with the products from log sums
         log_sums = decay.clamp(min=1e-30).log().cumsum(0)
         ratio = torch.exp(log_sums.unsqueeze(1) - log_sums.unsqueeze(0))  # [t, i] = prod_{i<j<=t} decay_j
-        ratio = ratio.masked_fill(torch.ones(k, k, dtype=torch.bool, device=device).triu(1).unsqueeze(-1), 0.0)
+        ratio = ratio.masked_fill(self._future_mask(k, device), 0.0)
         carried = torch.exp(log_sums)
-        ema = torch.einsum("tic,ic->tc", ratio, gain * torch.nan_to_num(x)) + carried * self.ema
-        weight = torch.einsum("tic,ic->tc", ratio, gain) + carried * self.ema_weight
+        # the average and its weight in one product: a check's cost is mostly the number of tensor ops
+        inputs = torch.stack([gain * torch.nan_to_num(x), gain])
+        ema, weight = (
+            torch.einsum("tic,sic->stc", ratio, inputs)
+            + carried * torch.stack([self.ema, self.ema_weight]).unsqueeze(1)
+        ).unbind(0)
         scores = torch.where(weight > 0, ema / weight.clamp(min=1e-12), math.nan)
 
         bad = stats[:, _NON_FINITE] > 0
@@ -682,6 +687,14 @@ class FailureDetector:
         self.held, self.latched = held[-1], latched[-1]
         self.batches = self.batches + total[-1]
         return events, current, last_break[-1] < 0
+
+    def _future_mask(self, k: int, device: torch.device) -> Tensor:
+        """(k, k, 1) bool, True where i > t: a view of one mask for the longest window, built once per device."""
+        mask = self._future_masks.get(device)
+        if mask is None:
+            mask = torch.ones(self.chunk, self.chunk, dtype=torch.bool, device=device).triu(1).unsqueeze(-1)
+            self._future_masks[device] = mask
+        return mask[:k, :k]
 
     def latch(self, index: int) -> None:
         """Rule ``index`` was reported from the last :meth:`update`: keep it quiet while that stretch lasts.

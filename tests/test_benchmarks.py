@@ -8,9 +8,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
+import common
 import latency
 import mixture_modes
 import overhead
+
+from lightning_gan_monitor import GANMonitor
 
 
 @pytest.fixture(autouse=True)
@@ -22,18 +25,66 @@ def restore_threads():
 
 @pytest.mark.slow
 def test_benchmarks_overhead_quick_reports_every_configuration():
-    rows, memory = overhead.measure(quick=True)
+    torch.set_num_threads(1)
+    results = overhead.measure(overhead.QUICK)
+    rows = results["overhead"]
     for model in overhead.MODELS:
         reported = {r["configuration"] for r in rows if r["model"] == model}
-        assert reported == set(overhead.CONFIGS)
-    assert all(float(r["ratio"]) > 0 for r in rows)
-    assert set(memory) == {"scores from outputs", "probing"}
+        assert reported == {c.name for c in overhead.CONFIGS}
+    assert all(float(r["ratio"]) > 0 and float(r["CPU-time ratio"]) > 0 for r in rows)
+    for row in rows:  # the hook is timed exactly where a monitor runs
+        callbacks = overhead.CONFIG_BY_NAME[row["configuration"]].callbacks(overhead.MODELS[row["model"]])
+        has_monitor = any(isinstance(c, overhead.TimedMonitor) for c in callbacks)
+        assert bool(row["hook µs (median / mean)"]) == has_monitor, row
+
+    memory = results["memory"]
+    assert [r["configuration"] for r in memory] == overhead.MEMORY_CONFIGS
+    for row in memory:
+        assert len(row["_own"]) == 3 and all(own > 0 for own in row["_own"])  # the monitor's tensors were found
+        assert row["_own"][-1] == row["_own"][0], row  # bounded state: nothing accumulates batch after batch
+
+    text = overhead.report(results, overhead.QUICK, "a note", "0.0 on 2 cores")
+    assert text.startswith("## Overhead") and "a note" in text and common.machine() in text
+    assert "digits GAN, scores from outputs: ratio <= 1.02" in text
+
+
+def test_benchmarks_diversity_cost_table_has_one_row_per_size():
+    rows = overhead.diversity_cost({"cdist": lambda x: torch.cdist(x, x).mean()}, sizes=[8, 16], repeats=2)
+    assert [r["n"] for r in rows] == [8, 16]
+    assert all(float(r["cdist"]) >= 0 for r in rows)
+
+
+def test_benchmarks_tensor_bytes_counts_the_monitors_pending_batches():
+    monitor = GANMonitor(from_logits=True)
+    empty = overhead.tensor_bytes(monitor)
+    monitor._pending.append((torch.zeros(32, 1), torch.zeros(32, 1), 1, [torch.zeros(())]))
+    assert overhead.tensor_bytes(monitor) == empty + 2 * 32 * 4 + 4
+
+
+def test_benchmarks_write_section_replaces_only_its_own_section(tmp_path):
+    path = tmp_path / "RESULTS.md"
+    path.write_text("# Results\n\nHand-written introduction.\n")
+    common.write_section("overhead", "## Overhead\n\nfirst", path)
+    common.write_section("latency", "## Detection latency\n\nlatency figures", path)
+    common.write_section("overhead", "## Overhead\n\nsecond", path)
+    text = path.read_text()
+    assert text.startswith("# Results\n\nHand-written introduction.\n")
+    assert "second" in text and "first" not in text and "latency figures" in text
+    assert text.index("## Overhead") < text.index("## Detection latency")
+    assert text.count("<!-- begin overhead") == 1 and text.count("<!-- end overhead -->") == 1
 
 
 @pytest.mark.slow
 def test_benchmarks_latency_quick_monitor_stops_every_failure_and_no_healthy_run():
     torch.set_num_threads(1)
-    rows = latency.measure(seeds=[0])
+    rows = latency.measure(latency.QUICK)
+    assert {(r["failure"], r["approach"]) for r in rows} == {
+        (f, a) for f in latency.FAILURES for a in latency.QUICK.approaches
+    }
+    # both kinds of approach run: the monitor, and EarlyStopping at epoch end and after every batch
+    assert {a.split(" (")[0].split(",")[0] for a in latency.QUICK.approaches} == {"GANMonitor", "EarlyStopping"}
+    assert len(latency.QUICK.approaches) == 3
+    onset = latency.QUICK.switch_at
     for row in rows:
         if not row["approach"].startswith("GANMonitor"):
             continue
@@ -41,7 +92,10 @@ def test_benchmarks_latency_quick_monitor_stops_every_failure_and_no_healthy_run
         if "healthy" in row["failure"]:
             assert not result["stopped"], row
         else:
-            assert result["stopped"] and result["fired_at"] >= latency.SWITCH_AT, row
+            assert result["stopped"] and result["fired_at"] >= onset, row
+            # training stops at the first check after the rule fired: within check_every_n_batches (20)
+            assert result["fired_at"] <= result["trained"] < result["fired_at"] + 20, row
+    assert latency.report(rows, latency.QUICK, "", "0.0").startswith("## Detection latency")
 
 
 @pytest.mark.slow
