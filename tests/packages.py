@@ -15,7 +15,11 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("pytorch_lightning", "lightning")
-_SOURCES = {"digits_gan": ROOT / "examples" / "digits_gan.py", "template_gan": ROOT / "tests" / "template_gan.py"}
+_SOURCES = {
+    "digits_gan": ROOT / "examples" / "digits_gan.py",
+    "digits_cli": ROOT / "examples" / "digits_cli.py",
+    "template_gan": ROOT / "tests" / "template_gan.py",
+}
 
 
 def pl(package: str) -> types.ModuleType:
@@ -41,13 +45,16 @@ def for_lightning(source: str) -> str:
         .replace(
             "from lightning_gan_monitor import GANMonitor", "from lightning_gan_monitor.lightning import GANMonitor"
         )
+        .replace("from digits_gan import", "from digits_gan__lightning import")
     )
 
 
 def example(name: str, package: str) -> types.ModuleType:
-    """``digits_gan`` or ``template_gan`` for ``package`` (imported once, registered in ``sys.modules``)."""
+    """``digits_gan``, ``digits_cli`` or ``template_gan`` for ``package`` (imported once, kept in ``sys.modules``)."""
     if package == "pytorch_lightning":
         return importlib.import_module(name)
+    if name == "digits_cli":
+        example("digits_gan", package)
     module_name = f"{name}__lightning"
     if module_name not in sys.modules:
         module = types.ModuleType(module_name)
