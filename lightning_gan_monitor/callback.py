@@ -320,6 +320,23 @@ class GANMonitorBase:
         self._detector.reset()
         self._running.reset()
 
+    def __getstate__(self) -> dict[str, Any]:
+        # `ddp_spawn` pickles the callback to its workers, sharing tensors through shared memory, and a
+        # `torch.Generator` (whose pickled state is a temporary tensor, freed before the worker maps it) fails there:
+        # carry its device and state as plain bytes instead.
+        state = self.__dict__.copy()
+        if self._rng is not None:
+            state["_rng"] = (str(self._rng.device), self._rng.get_state().numpy().tobytes())
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        rng = state.get("_rng")
+        if isinstance(rng, tuple):
+            device, rng_state = rng
+            state["_rng"] = torch.Generator(device=device)
+            state["_rng"].set_state(torch.frombuffer(bytearray(rng_state), dtype=torch.uint8))
+        self.__dict__.update(state)
+
     @property
     @override
     def state_key(self) -> str:
