@@ -244,6 +244,36 @@ class DigitsGAN(pl.LightningModule):
         return {"d_real": logits_real.detach(), "d_fake": logits_fake.detach(), "fake": fake.detach()}
 
 
+class DigitsDataModule(pl.LightningDataModule):
+    """scikit-learn's 8x8 digits as a :class:`~pytorch_lightning.LightningDataModule` (for LightningCLI configs).
+
+    Args:
+        digit: Keep only images of this digit (0-9); ``None`` keeps all of them.
+        batch_size: Images per batch (the last incomplete batch is dropped).
+        seed: Seed of the loader's shuffle.
+
+    Example:
+        >>> data = DigitsDataModule(digit=3, batch_size=32)
+        >>> len(data.train_dataloader())
+        5
+
+    """
+
+    def __init__(self, digit: int | None = 3, batch_size: int = 32, seed: int = 0) -> None:
+        super().__init__()
+        if digit is not None and digit not in range(10):
+            raise ValueError(f"`digit` must be None or an integer in 0-9, got {digit!r}")
+        if batch_size < 1:
+            raise ValueError(f"`batch_size` must be a positive integer, got {batch_size!r}")
+        self.digit = digit
+        self.batch_size = batch_size
+        self.seed = seed
+
+    def train_dataloader(self) -> DataLoader:
+        """The shuffled, reproducible training batches (see :func:`make_dataloader`)."""
+        return make_dataloader(load_digits_tensor(self.digit), batch_size=self.batch_size, seed=self.seed)
+
+
 SCENARIOS: dict[str, dict[str, Any]] = {
     # the DCGAN defaults: generator score stays near 0.5 and samples pass for the digit after ~500 batches
     "healthy": {},

@@ -18,7 +18,8 @@ from lightning_gan_monitor.metrics import (
 from lightning_gan_monitor.rules import Diagnosis, FailureMode, StoppingReason
 
 if TYPE_CHECKING:
-    from lightning_gan_monitor.callback import GANMonitor, GANMonitorWarning
+    from lightning_gan_monitor.callback import GANMonitorWarning
+    from lightning_gan_monitor.pytorch_lightning import GANMonitor
 
 __version__ = "0.1.0"
 
@@ -45,9 +46,15 @@ __all__ = [
 
 def __getattr__(name: str) -> Any:
     # Lightning is imported only when the callback is asked for, so the metrics and rules stay usable (and
-    # importable) without it, and `import lightning_gan_monitor.rules` keeps the layering honest.
-    if name in ("GANMonitor", "GANMonitorWarning"):
-        from lightning_gan_monitor import callback
+    # importable) without it, and `import lightning_gan_monitor.rules` keeps the layering honest. `GANMonitor` is the
+    # `pytorch_lightning` callback (the 0.1 API); users of the `lightning` package take
+    # `lightning_gan_monitor.lightning.GANMonitor`, and neither ever imports the other package.
+    if name == "GANMonitor":
+        from lightning_gan_monitor.pytorch_lightning import GANMonitor
 
-        return getattr(callback, name)
+        return GANMonitor
+    if name == "GANMonitorWarning":
+        from lightning_gan_monitor.callback import GANMonitorWarning
+
+        return GANMonitorWarning
     raise AttributeError(f"module 'lightning_gan_monitor' has no attribute {name!r}")

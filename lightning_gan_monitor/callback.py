@@ -4,22 +4,23 @@ from __future__ import annotations
 
 import contextlib
 import math
+import sys
 import warnings
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any, Literal
 
-import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import Callback
-from pytorch_lightning.loggers import TensorBoardLogger
-from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
+
+# The very functions both Lightning packages re-export (and whose rank both Trainers set): importing them from here
+# keeps this module free of either package.
+from lightning_utilities.core.rank_zero import rank_zero_info, rank_zero_warn
 from torch import Tensor, nn
 from typing_extensions import override
 
 from lightning_gan_monitor import tensorboard
-from lightning_gan_monitor.diversity import Reservoir
+from lightning_gan_monitor.diversity import Reservoir, pack_generators, unpack_generators
 from lightning_gan_monitor.functional import (
     DIVERSITY_NAMES,
     SCORE_NAMES,
@@ -50,9 +51,10 @@ from lightning_gan_monitor.rules import (
 )
 
 if TYPE_CHECKING:
+    import pytorch_lightning as pl
     from matplotlib.figure import Figure
 
-__all__ = ["GANMonitor", "GANMonitorWarning"]
+__all__ = ["GANMonitorBase", "GANMonitorWarning"]
 
 _OUT_OF_RANGE = STAT_NAMES.index("out_of_range")
 #: Default `check_every_n_batches`: a check costs a fixed number of tensor operations (and one read-back from an
@@ -127,8 +129,12 @@ class _Features(nn.Module):
         return x
 
 
-class GANMonitor(Callback):
+class GANMonitorBase:
     r"""Watch a GAN while it trains: scores, failure diagnoses with remedies, and early stopping.
+
+    This is the implementation shared by the callback of each Lightning package; use the one of yours:
+    ``lightning_gan_monitor.GANMonitor`` (a ``pytorch_lightning.Callback``) or
+    ``lightning_gan_monitor.lightning.GANMonitor`` (a ``lightning.pytorch.Callback``). This class imports neither.
 
     The monitor needs the discriminator's outputs on a real batch and on a generated batch. It takes them from
     what ``training_step`` returns (a mapping with ``d_real_key`` and ``d_fake_key``: free), or else probes the
@@ -500,6 +506,13 @@ class GANMonitor(Callback):
         self._last_diversity = torch.full((len(DIVERSITY_NAMES),), float("nan"))
         if self._collapse is not None:
             self._collapse.reset()
+
+    def __getstate__(self) -> dict[str, Any]:
+        # `ddp_spawn` pickles the callback to its workers: its generators travel as bytes (see `pack_generators`)
+        return pack_generators(self.__dict__)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(unpack_generators(state))
 
     @property
     @override
@@ -1205,7 +1218,7 @@ class GANMonitor(Callback):
                 self._loss_non_finite = self._loss_non_finite | bad.to(self._loss_non_finite.device)
 
     def _tensorboard_writers(self, trainer: pl.Trainer) -> list[Any]:
-        writers = [logger.experiment for logger in trainer.loggers if isinstance(logger, TensorBoardLogger)]
+        writers = [logger.experiment for logger in trainer.loggers if _is_tensorboard_logger(logger)]
         if not writers and trainer.loggers and not self._warned_no_tensorboard:
             self._warned_no_tensorboard = True
             rank_zero_warn(
@@ -1221,6 +1234,30 @@ class GANMonitor(Callback):
             tensorboard.write_score_layout(writer)
             # the thresholds etc. of this run, so a report drawn from the logs shades the bands it really used
             tensorboard.write_config(writer, {**self._config(), "on_failure": self.on_failure}, self._batches_seen)
+
+
+#: Where each Lightning package defines its ``TensorBoardLogger``.
+_TENSORBOARD_LOGGER_MODULES = ("pytorch_lightning.loggers.tensorboard", "lightning.pytorch.loggers.tensorboard")
+
+
+def _is_tensorboard_logger(logger: Any) -> bool:
+    """Whether ``logger`` is a ``TensorBoardLogger`` of either Lightning package (or a subclass).
+
+    Only packages already imported are looked at: a logger's class is imported before it exists, and checking never
+    imports a package the user does not have.
+    """
+    types = tuple(sys.modules[name].TensorBoardLogger for name in _TENSORBOARD_LOGGER_MODULES if name in sys.modules)
+    return isinstance(logger, types)
+
+
+def __getattr__(name: str) -> Any:
+    # `lightning_gan_monitor.callback.GANMonitor` is the 0.1 class, the `pytorch_lightning` one; imported on demand so
+    # that `lightning` users, who import this module through `lightning_gan_monitor.lightning`, never load it.
+    if name == "GANMonitor":
+        from lightning_gan_monitor.pytorch_lightning import GANMonitor
+
+        return GANMonitor
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @contextlib.contextmanager

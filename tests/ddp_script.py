@@ -1,8 +1,12 @@
 """Train ``DigitsGAN`` with a :class:`GANMonitor` on two CPU processes (DDP, gloo) and write what each rank saw.
 
-Run as ``python tests/ddp_script.py OUTDIR [options]``; ``tests/test_ddp.py`` does. Lightning relaunches this
-script, with the same arguments, for rank 1. Each rank writes ``OUTDIR/rank{r}.json`` (the monitor's verdict, the
-batches it trained, the ``gan/*`` values in ``trainer.callback_metrics`` and every time the monitor logged) and
+Run as ``python tests/ddp_script.py OUTDIR [options]``; ``tests/test_ddp.py`` does. ``--strategy`` picks the launcher:
+``ddp`` (Lightning relaunches this script, with the same arguments, for rank 1), ``ddp_spawn`` (two fresh processes
+to which the trainer, the model and the monitor are pickled) or ``ddp_fork``; ``--package`` picks
+``pytorch_lightning`` or ``lightning`` (the example compiled for it, see ``tests/packages.py``). Each rank writes,
+from inside the process that trained (a spawned worker's objects never come back to this one),
+``OUTDIR/rank{r}.json`` (the monitor's verdict, the batches it trained, the ``gan/*`` values in
+``trainer.callback_metrics``, every time the monitor logged, and its local state after the first check) and
 ``OUTDIR/rank{r}_outputs.pt`` (the ``d_real`` and ``d_fake`` logits each training step returned, per batch).
 
 ``--dominate-on-rank R --from-batch K`` makes rank ``R`` alone return scripted outputs from its ``K``-th batch on
@@ -18,16 +22,28 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import pytorch_lightning as pl
 import torch
-from pytorch_lightning.strategies import DDPStrategy
 from torch import Tensor
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from digits_gan import DigitsGAN, load_digits_tensor, make_dataloader
+from packages import example, monitor_class
+from packages import pl as lightning_api
 
-from lightning_gan_monitor import GANMonitor
+from lightning_gan_monitor.functional import gan_score_stats
+
+# Chosen at import time: the classes below subclass that package's, and a spawned worker re-imports this script with
+# the same arguments to find them.
+PACKAGE = "lightning" if "--package=lightning" in sys.argv else "pytorch_lightning"
+pl = lightning_api(PACKAGE)
+digits_gan = example("digits_gan", PACKAGE)
+DigitsGAN, load_digits_tensor, make_dataloader = (
+    digits_gan.DigitsGAN,
+    digits_gan.load_digits_tensor,
+    digits_gan.make_dataloader,
+)
+GANMonitor = monitor_class(PACKAGE)
 
 #: Logit magnitude of the scripted outputs: sigmoid(8) ~ 0.99966.
 SCRIPTED_LOGIT = 8.0
@@ -69,6 +85,60 @@ class RecordingGAN(DigitsGAN):
         super().log_dict(dictionary, *args, **kwargs)
 
 
+class Reporter(pl.Callback):
+    """Writes this rank's report at the end of fit, in the process that trained."""
+
+    def __init__(self, outdir: Path, max_epochs: int) -> None:
+        self.outdir = outdir
+        self.max_epochs = max_epochs
+        self.first_check: dict[str, Any] = {}
+
+    def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+        monitor = _monitor(trainer)
+        if monitor._batches_seen == 1:  # the monitor (before this callback) has just checked, on every rank
+            d_real, d_fake = pl_module.recorded[0]
+            self.first_check = {
+                "running": monitor._running.stats.tolist(),
+                "own": gan_score_stats(d_real, d_fake, from_logits=True).tolist(),
+                "detector_batches": int(monitor._detector.batches),
+            }
+
+    def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
+        monitor = _monitor(trainer)
+        rank = trainer.global_rank
+        report = {
+            "rank": rank,
+            "world_size": trainer.world_size,
+            "strategy": type(trainer.strategy).__name__,
+            "launcher": type(trainer.strategy.launcher).__name__ if trainer.strategy.launcher else None,
+            "start_method": getattr(trainer.strategy.launcher, "_start_method", None),
+            "package": PACKAGE,
+            "failure": monitor.failure.value if monitor.failure else None,
+            "stopped_batch": monitor.stopped_batch,
+            "stopping_reason": monitor.stopping_reason.value,
+            "diagnoses": [{"batch": d.batch, "held_for": d.held_for} for d in monitor.diagnoses],
+            "batches": pl_module.batches_trained,
+            "monitor_batches_seen": monitor._batches_seen,
+            "max_batches": trainer.num_training_batches * self.max_epochs,
+            "global_step": trainer.global_step,
+            "callback_metrics": {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("gan/")},
+            "log_batches": [batch for batch, _ in pl_module.logged],
+            "logged": [scores for _, scores in pl_module.logged],
+            "first_check": self.first_check,
+        }
+        self.outdir.mkdir(parents=True, exist_ok=True)
+        d_real, d_fake = zip(*pl_module.recorded) if pl_module.recorded else ((), ())
+        outputs = {"d_real": torch.stack(d_real), "d_fake": torch.stack(d_fake)}
+        torch.save(outputs, self.outdir / f"rank{rank}_outputs.pt")
+        (self.outdir / f"rank{rank}.json").write_text(json.dumps(report, indent=2))
+        trainer.strategy.barrier()  # both reports are written before rank 0, the process the test waits on, exits
+
+
+def _monitor(trainer: Any) -> Any:
+    (monitor,) = [c for c in trainer.callbacks if isinstance(c, GANMonitor)]
+    return monitor
+
+
 def main(argv: list[str] | None = None) -> int:
     """Train on two processes and write each rank's report to OUTDIR."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -81,12 +151,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-epochs", type=int, default=3)
     parser.add_argument("--digit", type=int, default=-1, help="-1: all digits (28 batches per rank and epoch)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--strategy", choices=["ddp", "ddp_spawn", "ddp_fork"], default="ddp")
+    parser.add_argument("--package", choices=["pytorch_lightning", "lightning"], default="pytorch_lightning")
+    parser.add_argument(
+        "--prefit-batches",
+        type=int,
+        default=0,
+        help="first train the monitor alone for this many batches (one process)",
+    )
     args = parser.parse_args(argv)
+    if args.package != PACKAGE:
+        parser.error("write `--package=lightning` as one argument (it is read before parsing)")
 
     pl.seed_everything(args.seed, verbose=False)
     torch.set_num_threads(1)  # two processes share two cores
     loader = make_dataloader(load_digits_tensor(None if args.digit < 0 else args.digit), seed=args.seed)
-    model = RecordingGAN(dominate_on_rank=args.dominate_on_rank, from_batch=args.from_batch)
+    if args.strategy == "ddp_spawn":
+        # A DataLoader's `torch.Generator` cannot be sent to a spawned process on our CI machines (torch's
+        # file-descriptor sharing of its state fails); Lightning's DistributedSampler shuffles with its own seed.
+        loader = torch.utils.data.DataLoader(loader.dataset, batch_size=loader.batch_size, shuffle=True, drop_last=True)
     monitor = GANMonitor(
         patience=args.patience,
         from_logits=True,
@@ -94,14 +177,32 @@ def main(argv: list[str] | None = None) -> int:
         log_every_n_batches=args.log_every,
         verbose=False,
     )
+    if args.prefit_batches:
+        # Leaves state in the monitor (counters, metric states, its probe generator) from before the processes start.
+        prefit = pl.Trainer(
+            max_steps=2 * args.prefit_batches,  # two optimizer steps per batch
+            callbacks=[monitor],
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            enable_checkpointing=False,
+            logger=False,
+            default_root_dir=args.outdir,
+        )
+        prefit.fit(DigitsGAN(), loader)
+        assert monitor._batches_seen == args.prefit_batches
+    model = RecordingGAN(dominate_on_rank=args.dominate_on_rank, from_batch=args.from_batch)
     trainer = pl.Trainer(
         accelerator="cpu",
         devices=2,
         # "ddp", but: DigitsGAN's generator takes no part in the discriminator's backward pass (two
         # `manual_backward` calls per step), and a short collective timeout keeps a dead rank from hanging the other
-        strategy=DDPStrategy(find_unused_parameters=True, timeout=timedelta(seconds=60)),
+        strategy=pl.strategies.DDPStrategy(
+            start_method=args.strategy.removeprefix("ddp_") if args.strategy != "ddp" else "popen",
+            find_unused_parameters=True,
+            timeout=timedelta(seconds=60),
+        ),
         max_epochs=args.max_epochs,
-        callbacks=[monitor],
+        callbacks=[monitor, Reporter(args.outdir, args.max_epochs)],
         enable_progress_bar=False,
         enable_model_summary=False,
         enable_checkpointing=False,
@@ -110,28 +211,6 @@ def main(argv: list[str] | None = None) -> int:
         default_root_dir=args.outdir,
     )
     trainer.fit(model, loader)
-
-    rank = trainer.global_rank
-    report = {
-        "rank": rank,
-        "world_size": trainer.world_size,
-        "failure": monitor.failure.value if monitor.failure else None,
-        "stopped_batch": monitor.stopped_batch,
-        "stopping_reason": monitor.stopping_reason.value,
-        "diagnoses": [{"batch": d.batch, "held_for": d.held_for} for d in monitor.diagnoses],
-        "batches": model.batches_trained,
-        "monitor_batches_seen": monitor._batches_seen,
-        "max_batches": trainer.num_training_batches * args.max_epochs,
-        "global_step": trainer.global_step,
-        "callback_metrics": {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("gan/")},
-        "log_batches": [batch for batch, _ in model.logged],
-        "logged": [scores for _, scores in model.logged],
-    }
-    args.outdir.mkdir(parents=True, exist_ok=True)
-    d_real, d_fake = zip(*model.recorded) if model.recorded else ((), ())
-    torch.save({"d_real": torch.stack(d_real), "d_fake": torch.stack(d_fake)}, args.outdir / f"rank{rank}_outputs.pt")
-    (args.outdir / f"rank{rank}.json").write_text(json.dumps(report, indent=2))
-    trainer.strategy.barrier()  # both reports are written before rank 0, the process the test waits on, exits
     return 0
 
 

@@ -169,3 +169,51 @@ def test_ddp_logged_scores_are_synced(tmp_path: Path) -> None:
     for report in reports:
         local = gan_scores(report["outputs"]["d_real"][window], report["outputs"]["d_fake"][window], from_logits=True)
         assert any(abs(local[k].item() - expected[f"gan/{k}"]) > 1e-3 for k in SCORE_NAMES)
+
+
+@pytest.mark.ddp
+@pytest.mark.parametrize(
+    ("strategy", "package", "launcher"),
+    [("ddp_spawn", "pytorch_lightning", "spawn"), ("ddp_fork", "lightning", "fork")],
+)
+def test_ddp_spawn_and_fork_stop_together_sync_scores_and_count_once(tmp_path, strategy, package, launcher):
+    # One run per launcher serves three checks; the two launchers are split over the two packages.
+    check_every = 5
+    reports = _run(
+        tmp_path,
+        f"--strategy={strategy}",
+        f"--package={package}",
+        f"--check-every={check_every}",
+        f"--dominate-on-rank={DOMINATE_RANK}",
+        f"--from-batch={FROM_BATCH}",
+        "--max-epochs=3",
+        "--prefit-batches=12",
+    )
+    rank0, rank1 = reports
+    for report in reports:
+        assert (report["package"], report["start_method"], report["world_size"]) == (package, launcher, 2)
+
+    # The stop: on the same batch on both ranks, where replaying the rule on both ranks' outputs says.
+    for report in reports:
+        assert report["failure"] == "discriminator_dominates", _summary(report)
+    assert rank0["stopped_batch"] == rank1["stopped_batch"] == _replay_stop(reports, check_every)
+    assert rank0["batches"] == rank1["batches"] == rank0["monitor_batches_seen"] == rank0["stopped_batch"]
+    assert torch.sigmoid(rank0["outputs"]["d_fake"]).mean(dim=(1, 2)).min() > 0.1  # only rank 1's data says so
+
+    # Synced scores: every logged window equals the scores over both ranks' outputs of those batches.
+    assert rank0["log_batches"] == rank1["log_batches"] == list(range(LOG_EVERY, rank0["stopped_batch"] + 1, LOG_EVERY))
+    start = 0
+    for end, logged0, logged1 in zip(rank0["log_batches"], rank0["logged"], rank1["logged"]):
+        d_real = torch.cat([r["outputs"]["d_real"][start:end] for r in reports])
+        d_fake = torch.cat([r["outputs"]["d_fake"][start:end] for r in reports])
+        expected = {f"gan/{k}": v.item() for k, v in gan_scores(d_real, d_fake, from_logits=True).items()}
+        assert logged0 == logged1 == pytest.approx(expected, abs=1e-6), end
+        start = end
+
+    # Nothing double counted: the monitor's states were created, and filled by 12 batches of a one-process fit,
+    # before the processes started; after the first check each rank's own state holds exactly its own batch.
+    for report in reports:
+        first = report["first_check"]
+        assert first["running"] == pytest.approx(first["own"], abs=1e-6)
+        assert first["detector_batches"] == 1
+    assert rank0["first_check"]["own"] != pytest.approx(rank1["first_check"]["own"], abs=1e-6)
