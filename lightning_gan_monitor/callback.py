@@ -670,6 +670,7 @@ class GANMonitorBase:
             RuntimeError: before any score was logged.
 
         Example:
+            >>> from lightning_gan_monitor import GANMonitor
             >>> GANMonitor().plot()
             Traceback (most recent call last):
             ...
