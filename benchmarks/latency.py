@@ -258,7 +258,11 @@ def report(rows: list[dict[str, Any]], plan: Plan, note: str, load_before: str) 
             "score the module logs with `self.log` each batch, with a divergence threshold equal to the monitor's "
             "rule (0.1 when D dominates, 0.9 when G dominates); `epoch end` is its default, `every batch` the most "
             "favourable setting we found (a one-batch validation run after every batch so that it checks the "
-            "latest batch's raw value).",
+            "latest batch's raw value). Mode collapse (from the onset the generator ignores its noise and draws one "
+            "image) does not show in the generator score: there EarlyStopping watches `gan/diversity`, logged by a "
+            "GANMonitor that only warns at each diversity check (every 100 batches), with a divergence threshold "
+            "equal to the monitor's `collapse_diversity_below` (0.2); the healthy runs are watched on both signals. "
+            "`rule that fired`: the failure mode of the monitor's first diagnosis.",
             "",
             markdown_table(rows, COLUMNS),
         ]
