@@ -17,8 +17,8 @@ threshold equal to the monitor's rule (0.1 for D dominating, 0.9 for G dominatin
   every batch (`val_check_interval=1`) on the latest batch's raw value, so it reacts at once but also to noise.
 For mode collapse, which the generator score does not show, EarlyStopping watches `gan/diversity` instead (logged by
 a GANMonitor that only warns, every `diversity_every_n_batches` = 100 batches) with a divergence threshold equal to the
-monitor's `collapse_diversity_below` (0.2); checking it every batch is then as early as it can react. The healthy runs
-are watched both ways.
+monitor's `collapse_diversity_below` (0.2); at epoch end it sees the latest check's value (logged per check, not
+averaged), and checking it every batch is as early as it can react. The healthy runs are watched both ways.
 """
 
 from __future__ import annotations
