@@ -6,14 +6,19 @@
 
 The digits GAN trains on all of scikit-learn's digits repeated 4 times (224 batches per epoch, so epochs are long)
 and a failure is switched on at a known batch (300): the generator freezes while the discriminator speeds up (D
-dominates), the discriminator freezes while the generator speeds up (G dominates), or a NaN is planted in D. The
-same runs without a switch (healthy) show whether an approach stops healthy training too (a false alarm).
+dominates), the discriminator freezes while the generator speeds up (G dominates), a NaN is planted in D, or the
+generator starts ignoring its noise (mode collapse: it draws one image). The same runs without a switch (healthy) show
+whether an approach stops healthy training too (a false alarm).
 
 EarlyStopping watches the generator score that the module logs each batch with `self.log`, with a divergence
 threshold equal to the monitor's rule (0.1 for D dominating, 0.9 for G dominating):
 - "EarlyStopping, epoch end": its default, checked at the end of each training epoch on the epoch's mean;
 - "EarlyStopping, every batch": the most favourable setting we found: checked after a one-batch validation run
   every batch (`val_check_interval=1`) on the latest batch's raw value, so it reacts at once but also to noise.
+For mode collapse, which the generator score does not show, EarlyStopping watches `gan/diversity` instead (logged by
+a GANMonitor that only warns, every `diversity_every_n_batches` = 100 batches) with a divergence threshold equal to the
+monitor's `collapse_diversity_below` (0.2); at epoch end it sees the latest check's value (logged per check, not
+averaged), and checking it every batch is as early as it can react. The healthy runs are watched both ways.
 """
 
 from __future__ import annotations
@@ -37,10 +42,12 @@ from common import (
     trainer,
     write_section,
 )
+from digits_gan import IgnoreNoise
 from pytorch_lightning.callbacks import EarlyStopping
 from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_gan_monitor import GANMonitor
+from lightning_gan_monitor.callback import DEFAULT_COLLAPSE_DIVERSITY_BELOW
 
 SWITCH_AT = 300
 
@@ -63,7 +70,8 @@ class LoggedGAN(DigitsGAN):
 
 
 class Switch(pl.Callback):
-    """At batch `at`, change the GAN's hyperparameters and learning rates: the failure's onset."""
+    """At batch `at`, change the GAN's hyperparameters and learning rates: the failure's onset. `ignore_noise=True`
+    also puts an `IgnoreNoise` in front of the generator, as `DigitsGAN(ignore_noise=True)` has from the start."""
 
     def __init__(self, at: int, lr_g: float | None = None, lr_d: float | None = None, **hparams: Any) -> None:
         self.at, self.lr, self.hparams = at, (lr_g, lr_d), hparams
@@ -71,38 +79,52 @@ class Switch(pl.Callback):
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: Any, batch: Any, batch_idx: int) -> None:
         if pl_module.batches_trained == self.at:
             pl_module.hparams.update(self.hparams)
+            if self.hparams.get("ignore_noise"):
+                pl_module.generator.insert(0, IgnoreNoise())
             for optimizer, lr in zip(pl_module.optimizers(), self.lr):
                 if lr is not None:
                     for group in optimizer.optimizer.param_groups:
                         group["lr"] = lr
 
 
+#: EarlyStopping's signal for mode collapse (the default is the generator score `generator_score`).
+DIVERSITY = {"watch": "gan/diversity", "threshold": DEFAULT_COLLAPSE_DIVERSITY_BELOW, "mode": "max"}
+
 FAILURES: dict[str, dict[str, Any]] = {
     "discriminator dominates": {"switch": {"freeze_generator": True, "lr_d": 2e-3}, "threshold": 0.1, "mode": "max"},
     "generator dominates": {"switch": {"freeze_discriminator": True, "lr_g": 2e-3}, "threshold": 0.9, "mode": "min"},
     "non-finite": {"nan": True, "threshold": 0.1, "mode": "max"},
+    "mode collapse": {"switch": {"ignore_noise": True}, **DIVERSITY},
     "healthy (no failure)": {"threshold": 0.1, "mode": "max"},
+    # the monitor's runs would repeat the row above: only EarlyStopping, on the other signal
+    "healthy (no failure), EarlyStopping on gan/diversity": {**DIVERSITY, "only": "EarlyStopping"},
 }
+
+
+def early_stopping(failure: dict[str, Any], **kwargs: Any) -> list[pl.Callback]:
+    """EarlyStopping on the failure's signal; on `gan/diversity`, after a GANMonitor that logs it and never stops."""
+    watch = failure.get("watch", "generator_score")
+    callbacks: list[pl.Callback] = []
+    if watch.startswith("gan/"):
+        callbacks.append(GANMonitor(from_logits=True, on_failure="warn", verbose=False))
+    # strict=False: `gan/diversity` exists only from the first diversity check on (batch 100)
+    stopper = EarlyStopping(
+        watch,
+        mode=failure["mode"],
+        divergence_threshold=failure["threshold"],
+        patience=10**6,
+        strict=not watch.startswith("gan/"),
+        **kwargs,
+    )
+    return [*callbacks, stopper]
+
 
 APPROACHES: dict[str, tuple[Callable[[dict], list], dict[str, Any]]] = {
     "GANMonitor (defaults: patience 100)": (lambda f: [GANMonitor(from_logits=True)], {}),
     "GANMonitor (patience 25)": (lambda f: [GANMonitor(patience=25, from_logits=True)], {}),
-    "EarlyStopping, epoch end": (
-        lambda f: [
-            EarlyStopping("generator_score", mode=f["mode"], divergence_threshold=f["threshold"], patience=10**6)
-        ],
-        {},
-    ),
+    "EarlyStopping, epoch end": (lambda f: early_stopping(f), {}),
     "EarlyStopping, every batch": (
-        lambda f: [
-            EarlyStopping(
-                "generator_score",
-                mode=f["mode"],
-                divergence_threshold=f["threshold"],
-                patience=10**6,
-                check_on_train_epoch_end=False,
-            )
-        ],
+        lambda f: early_stopping(f, check_on_train_epoch_end=False),
         {"val_check_interval": 1, "limit_val_batches": 1},
     ),
 }
@@ -118,6 +140,7 @@ class Plan:
     repeat: int
     extra: int
     approaches: tuple[str, ...] = tuple(APPROACHES)
+    failures: tuple[str, ...] = tuple(FAILURES)
 
     @property
     def epoch(self) -> int:
@@ -129,10 +152,17 @@ class Plan:
 
 
 FULL = Plan(seeds=(0, 1, 2), switch_at=SWITCH_AT, repeat=4, extra=100)  # 224-batch epochs, 848 batches at most
-# Every failure and kind of approach, shorter: one seed, 56-batch epochs, onset at batch 60, 252 batches at most, and
-# the monitor with its defaults only (a shorter patience is the same code).
+# Every failure and kind of approach, shorter: one seed, 56-batch epochs, onset at batch 60, 302 batches at most (the
+# collapse rule fires at its third diversity check after the onset, batch 300), the monitor with its defaults only (a
+# shorter patience is the same code), and the healthy runs watched by EarlyStopping on the generator score only (the
+# collapse runs already watch `gan/diversity`).
 QUICK = Plan(
-    seeds=(0,), switch_at=60, repeat=1, extra=80, approaches=tuple(a for a in APPROACHES if "patience 25" not in a)
+    seeds=(0,),
+    switch_at=60,
+    repeat=1,
+    extra=130,
+    approaches=tuple(a for a in APPROACHES if "patience 25" not in a),
+    failures=tuple(f for f in FAILURES if "gan/diversity" not in f),
 )
 
 
@@ -152,8 +182,11 @@ def run(failure: str, approach: str, seed: int, plan: Plan) -> dict[str, Any]:
     trained = model.batches_trained
     stopped = trained < plan.max_batches
     monitors = [c for c in callbacks if isinstance(c, GANMonitor)]
-    fired = monitors[0].diagnoses[0].batch if monitors and monitors[0].diagnoses else None
-    return {"trained": trained, "stopped": stopped, "fired_at": fired}
+    stopping = [m for m in monitors if m.on_failure == "stop"]  # not the one that only logs for EarlyStopping
+    diagnosis = stopping[0].diagnoses[0] if stopping and stopping[0].diagnoses else None
+    fired = diagnosis.batch if diagnosis else None
+    rule = diagnosis.failure.value if diagnosis and diagnosis.failure else None
+    return {"trained": trained, "stopped": stopped, "fired_at": fired, "rule": rule}
 
 
 class StopAt(pl.Callback):
@@ -169,8 +202,10 @@ def measure(plan: Plan) -> list[dict[str, Any]]:
     """One row per failure and approach."""
     onset = plan.switch_at
     rows = []
-    for failure in FAILURES:
+    for failure in plan.failures:
         for approach in plan.approaches:
+            if not approach.startswith(FAILURES[failure].get("only", "")):
+                continue
             results = [run(failure, approach, seed, plan) for seed in plan.seeds]
             row: dict[str, Any] = {"failure": failure, "approach": approach, "results": results}
             if "healthy" in failure:
@@ -187,6 +222,7 @@ def measure(plan: Plan) -> list[dict[str, Any]]:
                 row["rule fired at (GANMonitor)"] = ", ".join(
                     str(r["fired_at"] - onset) for r in results if r["fired_at"] is not None
                 )
+                row["rule that fired"] = ", ".join(sorted({r["rule"] for r in results if r["rule"]}))
             rows.append(row)
     return rows
 
@@ -197,6 +233,7 @@ COLUMNS = [
     "batches past onset before stop (per seed)",
     "median",
     "rule fired at (GANMonitor)",
+    "rule that fired",
     "false alarm (stopped, at batch)",
 ]
 
@@ -221,7 +258,11 @@ def report(rows: list[dict[str, Any]], plan: Plan, note: str, load_before: str) 
             "score the module logs with `self.log` each batch, with a divergence threshold equal to the monitor's "
             "rule (0.1 when D dominates, 0.9 when G dominates); `epoch end` is its default, `every batch` the most "
             "favourable setting we found (a one-batch validation run after every batch so that it checks the "
-            "latest batch's raw value).",
+            "latest batch's raw value). Mode collapse (from the onset the generator ignores its noise and draws one "
+            "image) does not show in the generator score: there EarlyStopping watches `gan/diversity`, logged by a "
+            "GANMonitor that only warns at each diversity check (every 100 batches), with a divergence threshold "
+            "equal to the monitor's `collapse_diversity_below` (0.2); the healthy runs are watched on both signals. "
+            "`rule that fired`: the failure mode of the monitor's first diagnosis.",
             "",
             markdown_table(rows, COLUMNS),
         ]

@@ -79,11 +79,21 @@ def test_benchmarks_latency_quick_monitor_stops_every_failure_and_no_healthy_run
     torch.set_num_threads(1)
     rows = latency.measure(latency.QUICK)
     assert {(r["failure"], r["approach"]) for r in rows} == {
-        (f, a) for f in latency.FAILURES for a in latency.QUICK.approaches
+        (f, a)
+        for f in latency.QUICK.failures
+        for a in latency.QUICK.approaches
+        if a.startswith(latency.FAILURES[f].get("only", ""))
     }
     # both kinds of approach run: the monitor, and EarlyStopping at epoch end and after every batch
     assert {a.split(" (")[0].split(",")[0] for a in latency.QUICK.approaches} == {"GANMonitor", "EarlyStopping"}
     assert len(latency.QUICK.approaches) == 3
+    rules = {
+        "discriminator dominates": "discriminator_dominates",
+        "generator dominates": "generator_dominates",
+        "non-finite": "non_finite",
+        "mode collapse": "mode_collapse",
+    }
+    assert set(rules) < set(latency.QUICK.failures)
     onset = latency.QUICK.switch_at
     for row in rows:
         if not row["approach"].startswith("GANMonitor"):
@@ -93,8 +103,18 @@ def test_benchmarks_latency_quick_monitor_stops_every_failure_and_no_healthy_run
             assert not result["stopped"], row
         else:
             assert result["stopped"] and result["fired_at"] >= onset, row
+            assert result["rule"] == rules[row["failure"]], row
             # training stops at the first check after the rule fired: within check_every_n_batches (20)
             assert result["fired_at"] <= result["trained"] < result["fired_at"] + 20, row
+    # The collapse rule fires at the third diversity check (every 100 batches) after the onset, and stops at once; a
+    # healthy run reaches that check too, so it had the chance to raise a false alarm.
+    every = GANMonitor().diversity_every_n_batches
+    first_check = (onset // every + 1) * every
+    collapse = {r["approach"]: r["results"][0] for r in rows if r["failure"] == "mode collapse"}
+    assert collapse["GANMonitor (defaults: patience 100)"]["trained"] == first_check + 2 * every
+    assert latency.QUICK.max_batches > first_check + 2 * every
+    # EarlyStopping on the logged `gan/diversity` stops after the first check that sees the collapse
+    assert collapse["EarlyStopping, every batch"]["trained"] == first_check
     assert latency.report(rows, latency.QUICK, "", "0.0").startswith("## Detection latency")
 
 
