@@ -24,6 +24,7 @@ __all__ = [
     "BatchTimer",
     "ConvGAN",
     "DigitsGAN",
+    "adversarial_step",
     "load_average",
     "load_digits_tensor",
     "machine",
@@ -103,6 +104,28 @@ def trainer(
     )
 
 
+def adversarial_step(module: pl.LightningModule, real: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """One discriminator step, then one generator step (non-saturating loss), with manual optimisation.
+
+    `module` has `generator`, `discriminator` (logits), `hparams.latent_dim` and the optimizers `[G, D]`. Returns D's
+    logits on the real and on the generated batch (from the discriminator step) and the generated batch, detached.
+    """
+    opt_g, opt_d = module.optimizers()
+    bce = nn.functional.binary_cross_entropy_with_logits
+    fake = module.generator(torch.randn(real.shape[0], module.hparams.latent_dim, device=module.device))
+    d_real, d_fake = module.discriminator(real), module.discriminator(fake.detach())
+    d_loss = bce(d_real, torch.ones_like(d_real)) + bce(d_fake, torch.zeros_like(d_fake))
+    opt_d.zero_grad()
+    module.manual_backward(d_loss)
+    opt_d.step()
+    d_gen = module.discriminator(fake)
+    g_loss = bce(d_gen, torch.ones_like(d_gen))
+    opt_g.zero_grad()
+    module.manual_backward(g_loss)
+    opt_g.step()
+    return d_real.detach(), d_fake.detach(), fake.detach()
+
+
 class ConvGAN(pl.LightningModule):
     """A small DCGAN for 32x32 single-channel images: a heavier step than the digits MLP."""
 
@@ -145,21 +168,9 @@ class ConvGAN(pl.LightningModule):
 
     def training_step(self, batch: list[Tensor], batch_idx: int) -> dict[str, Tensor] | None:
         (real,) = batch
-        opt_g, opt_d = self.optimizers()
-        bce = nn.functional.binary_cross_entropy_with_logits
-        fake = self.generator(torch.randn(real.shape[0], self.hparams.latent_dim, device=self.device))
-        d_real, d_fake = self.discriminator(real), self.discriminator(fake.detach())
-        d_loss = bce(d_real, torch.ones_like(d_real)) + bce(d_fake, torch.zeros_like(d_fake))
-        opt_d.zero_grad()
-        self.manual_backward(d_loss)
-        opt_d.step()
-        d_gen = self.discriminator(fake)
-        g_loss = bce(d_gen, torch.ones_like(d_gen))
-        opt_g.zero_grad()
-        self.manual_backward(g_loss)
-        opt_g.step()
+        d_real, d_fake, _ = adversarial_step(self, real)
         if self.hparams.return_d_outputs:
-            return {"d_real": d_real.detach(), "d_fake": d_fake.detach()}
+            return {"d_real": d_real, "d_fake": d_fake}
         return None
 
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from common import machine, print_table, trainer
+from common import adversarial_step, machine, print_table, trainer
 from scipy.stats import spearmanr
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
@@ -82,20 +82,8 @@ class MixtureGAN(pl.LightningModule):
 
     def training_step(self, batch: list[Tensor], batch_idx: int) -> dict[str, Tensor]:
         (real,) = batch
-        opt_g, opt_d = self.optimizers()
-        bce = nn.functional.binary_cross_entropy_with_logits
-        fake = self.generator(torch.randn(real.shape[0], self.hparams.latent_dim))
-        d_real, d_fake = self.discriminator(real), self.discriminator(fake.detach())
-        d_loss = bce(d_real, torch.ones_like(d_real)) + bce(d_fake, torch.zeros_like(d_fake))
-        opt_d.zero_grad()
-        self.manual_backward(d_loss)
-        opt_d.step()
-        d_gen = self.discriminator(fake)
-        g_loss = bce(d_gen, torch.ones_like(d_gen))
-        opt_g.zero_grad()
-        self.manual_backward(g_loss)
-        opt_g.step()
-        return {"d_real": d_real.detach(), "d_fake": d_fake.detach(), "fake": fake.detach()}
+        d_real, d_fake, fake = adversarial_step(self, real)
+        return {"d_real": d_real, "d_fake": d_fake, "fake": fake}
 
 
 class _Zeros(nn.Module):

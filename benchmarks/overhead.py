@@ -1,6 +1,7 @@
 """What the monitor costs: time per training batch with it / without it, side by side in one run.
 
-    python benchmarks/overhead.py                    # full run (about half an hour on 2 CPU cores)
+    python benchmarks/overhead.py                    # full run (about an hour on 2 CPU cores)
+    python benchmarks/overhead.py --reduced          # fewer repetitions and batches (about 10 minutes)
     python benchmarks/overhead.py --write-results    # ... and refresh its section of benchmarks/RESULTS.md
     python benchmarks/overhead.py --quick            # about half a minute, for CI: ratios reported, never asserted
 
@@ -172,6 +173,15 @@ class Plan:
 
 
 FULL = Plan({"digits MLP": (600, 100, 5), "DCGAN 32x32": (150, 20, 3)}, 20_000, (64, 128, 256, 512, 1024, 2048), 20)
+# The digits GAN (where the targets are) as in FULL with fewer repetitions, a short DCGAN run and a 5,000-batch long
+# run: about 10 minutes on 2 quiet cores, against about an hour for FULL.
+REDUCED = Plan(
+    {"digits MLP": (600, 100, 3), "DCGAN 32x32": (40, 10, 1)},
+    5_000,
+    (64, 128, 256, 512, 1024, 2048),
+    10,
+    "python benchmarks/overhead.py --reduced",
+)
 # Every configuration path, with few batches: for CI (reports, never asserts a timing).
 QUICK = Plan(
     {"digits MLP": (40, 10, 1), "DCGAN 32x32": (4, 1, 1)}, 300, (64, 256), 2, "python benchmarks/overhead.py --quick"
@@ -447,12 +457,13 @@ def report(results: dict[str, list[dict[str, Any]]], plan: Plan, note: str, load
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a short run for CI (about half a minute)")
+    parser.add_argument("--reduced", action="store_true", help="fewer repetitions and batches (about 10 minutes)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 keeps a shared machine steadier)")
     parser.add_argument("--write-results", action="store_true", help="refresh the section of benchmarks/RESULTS.md")
     parser.add_argument("--note", default="", help="said next to the date in RESULTS.md, e.g. how busy the machine was")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    plan = QUICK if args.quick else FULL
+    plan = QUICK if args.quick else REDUCED if args.reduced else FULL
     load_before = load_average()
     text = report(measure(plan), plan, args.note, load_before)
     print(text)

@@ -550,6 +550,14 @@ class GANMonitorBase:
         # States created before a `ddp_spawn` live in shared memory; a fresh start per fit also avoids double counts.
         if stage == "fit":
             self._reset_run_state()
+            monitors = [c for c in trainer.callbacks if isinstance(c, GANMonitorBase)]
+            if len(monitors) > 1 and monitors[0] is self:
+                rank_zero_warn(
+                    f"{len(monitors)} GANMonitors in one Trainer all log under the same `gan/*` names, so their "
+                    "logged values mix in every logger (each one's `failure`, `diagnoses`, stop decision and "
+                    "checkpoint state stay its own). Keep one monitor per Trainer to read its logs.",
+                    category=GANMonitorWarning,
+                )
 
     @override
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

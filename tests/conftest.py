@@ -9,6 +9,7 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 sys.path.insert(0, str(EXAMPLES))
 
 from digits_gan import DigitsGAN, load_digits_tensor, make_dataloader  # noqa: E402
+from packages import TRAINER_DEFAULTS  # noqa: E402
 
 
 class RecordOutputs(pl.Callback):
@@ -23,17 +24,7 @@ class RecordOutputs(pl.Callback):
 
 
 def make_trainer(tmp_path: Path, callbacks: list, **kwargs) -> pl.Trainer:
-    defaults = dict(
-        default_root_dir=tmp_path,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        enable_checkpointing=False,
-        num_sanity_val_steps=0,
-        logger=False,
-        deterministic=True,
-        log_every_n_steps=10,
-    )
-    return pl.Trainer(callbacks=callbacks, **{**defaults, **kwargs})
+    return pl.Trainer(callbacks=callbacks, **{"default_root_dir": tmp_path, **TRAINER_DEFAULTS, **kwargs})
 
 
 def fit_digits(

@@ -64,16 +64,18 @@ def example(name: str, package: str) -> types.ModuleType:
     return sys.modules[module_name]
 
 
+#: The suite's Trainer settings (besides `default_root_dir`), shared with `tests/conftest.py`; no Lightning import here.
+TRAINER_DEFAULTS = dict(
+    enable_progress_bar=False,
+    enable_model_summary=False,
+    enable_checkpointing=False,
+    num_sanity_val_steps=0,
+    logger=False,
+    deterministic=True,
+    log_every_n_steps=10,
+)
+
+
 def make_trainer(package: str, tmp_path: Path, callbacks: list, **kwargs: Any) -> Any:
     """A Trainer of ``package`` with the suite's defaults (see ``conftest.make_trainer``)."""
-    defaults = dict(
-        default_root_dir=tmp_path,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        enable_checkpointing=False,
-        num_sanity_val_steps=0,
-        logger=False,
-        deterministic=True,
-        log_every_n_steps=10,
-    )
-    return pl(package).Trainer(callbacks=callbacks, **{**defaults, **kwargs})
+    return pl(package).Trainer(callbacks=callbacks, **{"default_root_dir": tmp_path, **TRAINER_DEFAULTS, **kwargs})
