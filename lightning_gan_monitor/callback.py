@@ -101,8 +101,7 @@ def _positive_int(name: str, value: Any, allow_none: bool = False) -> None:
 
 
 def _probability(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
-        raise ValueError(f"`{name}` must be a number in [0, 1], got {value!r}")
+    _number(name, value, 0.0, 1.0, allow_none=False)
 
 
 def _choice(name: str, value: Any, choices: Sequence[str]) -> None:
@@ -114,7 +113,7 @@ def _number(name: str, value: Any, low: float, high: float = float("inf"), allow
     if allow_none and value is None:
         return
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
-        where = f"[{low:g}, {high:g}]" if high != float("inf") else f">= {low:g}"
+        where = f"in [{low:g}, {high:g}]" if high != float("inf") else f">= {low:g}"
         raise ValueError(f"`{name}` must be a number {where}{' or None' if allow_none else ''}, got {value!r}")
 
 
