@@ -2,6 +2,7 @@
 
 from typing import TYPE_CHECKING, Any
 
+from lightning_gan_monitor.diagnosis import Diagnosis, FailureMode, GANMonitorWarning, StoppingReason
 from lightning_gan_monitor.metrics import (
     Coverage,
     Density,
@@ -15,10 +16,8 @@ from lightning_gan_monitor.metrics import (
     NearDuplicateRate,
     RealDetectionAccuracy,
 )
-from lightning_gan_monitor.rules import Diagnosis, FailureMode, StoppingReason
 
 if TYPE_CHECKING:
-    from lightning_gan_monitor.callback import GANMonitorWarning
     from lightning_gan_monitor.pytorch_lightning import GANMonitor
 
 __version__ = "0.1.0"
@@ -53,8 +52,4 @@ def __getattr__(name: str) -> Any:
         from lightning_gan_monitor.pytorch_lightning import GANMonitor
 
         return GANMonitor
-    if name == "GANMonitorWarning":
-        from lightning_gan_monitor.callback import GANMonitorWarning
-
-        return GANMonitorWarning
     raise AttributeError(f"module 'lightning_gan_monitor' has no attribute {name!r}")

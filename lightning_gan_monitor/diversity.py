@@ -1,15 +1,42 @@
-"""Where the diversity metrics' samples come from: a bounded reservoir of real samples (torch only, no Lightning)."""
+"""The diversity watch: real and generated samples, the diversity metrics, FID/KID and the mode-collapse rule.
+
+Real samples fill a bounded :class:`Reservoir` during the first epoch; generated samples are the latest ones the
+training step returned, or one batch of G on the monitor's own latent vectors. Every ``diversity_every_n_batches``
+:class:`DiversityWatch` measures ``gan/diversity``, ``gan/near_duplicates``, ``gan/density`` and ``gan/coverage``
+(a torchmetrics ``Metric``, exact under DDP) and feeds the mode-collapse rule. Nothing here imports Lightning.
+"""
 
 from __future__ import annotations
 
+import warnings
+from collections import deque
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import torch
-from torch import Tensor
+from lightning_utilities.core.rank_zero import rank_zero_info
+from torch import Tensor, nn
 
-from lightning_gan_monitor.functional import host_to_device
+from lightning_gan_monitor.metrics import DiversityScores
+from lightning_gan_monitor.names import DIVERSITY_NAMES, QUALITY_NAMES
+from lightning_gan_monitor.rules import CollapseTracker, Firing, ModeCollapse
+from lightning_gan_monitor.sources import untouched
 
-__all__ = ["Reservoir", "pack_generators", "unpack_generators"]
+__all__ = ["DiversityWatch", "Reservoir", "host_to_device", "pack_generators", "unpack_generators"]
+
+
+def host_to_device(values: Tensor, device: torch.device) -> Tensor:
+    """A small host tensor on ``device`` without a synchronisation (through pinned memory on CUDA).
+
+    Example:
+        >>> host_to_device(torch.tensor([1, 5]), torch.device("cpu"))
+        tensor([1, 5])
+    """
+    if device.type == "cpu":
+        return values
+    if device.type == "cuda":
+        values = values.pin_memory()
+    return values.to(device, non_blocking=True)
 
 
 class _PackedGenerator(NamedTuple):
@@ -123,3 +150,172 @@ class Reservoir:
         if self._data is None:
             return torch.empty(0)
         return self._data[: min(self.seen, self.size)]
+
+
+class _Features(nn.Module):
+    """Identity with a ``num_features``: feeds features already extracted to torchmetrics' FID and KID."""
+
+    def __init__(self, num_features: int) -> None:
+        super().__init__()
+        self.num_features = num_features
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x
+
+
+class DiversityWatch:
+    """Keeps the samples the diversity metrics compare, measures them, and tracks the mode-collapse rule.
+
+    The arguments are the monitor's of the same names (see :class:`~lightning_gan_monitor.callback.GANMonitorBase`);
+    ``collapse`` is None when no collapse threshold is set.
+    """
+
+    def __init__(
+        self,
+        every: int,
+        samples: int,
+        reservoir_size: int,
+        nearest_k: int,
+        near_duplicate_factor: float,
+        feature_extractor: nn.Module | Callable[[Tensor], Tensor] | None,
+        collapse: ModeCollapse | None,
+        seed: int,
+    ) -> None:
+        self.every = every
+        self.samples = samples
+        self.feature_extractor = feature_extractor
+        self.reservoir = Reservoir(reservoir_size, seed=seed)
+        self.metric = DiversityScores(nearest_k=nearest_k, near_duplicate_factor=near_duplicate_factor)
+        self.tracker = CollapseTracker(collapse) if collapse is not None else None
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget every sample and measurement (a new fit); the collapse rule's count is kept for resuming."""
+        self.fake_source: str | None = None  # "outputs", "probe", or "off"
+        self.fakes: deque[Tensor] = deque()
+        self.fakes_count = 0
+        self.reservoir_open = True
+        self.saw_epoch_start = False
+        self.reservoir.reset()
+        self.metric.reset()
+        self.quality: tuple[Any, Any] | None = None
+        self.last = dict.fromkeys(DIVERSITY_NAMES, float("nan"))
+
+    def to(self, device: torch.device) -> None:
+        """Put the metric on ``device``."""
+        self.metric.to(device)
+
+    def choose_source(
+        self, has_fake: bool, probe_problem: str | None, fake_key: str, generator_attr: str, verbose: bool
+    ) -> str:
+        """Where generated samples come from ("outputs", "probe" or "off"), said once."""
+        if has_fake:
+            self.fake_source, how = "outputs", f"from `training_step`'s outputs ('{fake_key}')"
+        elif probe_problem is None:
+            self.fake_source, how = (
+                "probe",
+                f"by running `{generator_attr}` on {self.samples} latent vectors of its own",
+            )
+        else:
+            self.fake_source = "off"
+            rank_zero_info(
+                "GANMonitor: the diversity metrics and the mode-collapse rule are off: there are no generated "
+                f"samples. Return them from `training_step` as '{fake_key}' (or set `GANMonitor(fake_key=...)`), or "
+                f"let the monitor run the generator: {probe_problem}."
+            )
+            return self.fake_source
+        rank_zero_info(
+            f"GANMonitor: taking generated samples for the diversity metrics {how}, every {self.every} batches."
+        )
+        return self.fake_source
+
+    def turn_off(self, why: str) -> None:
+        """No diversity metrics for this fit, said once."""
+        self.fake_source = "off"
+        rank_zero_info(f"GANMonitor: the diversity metrics and the mode-collapse rule are off: {why}.")
+
+    def collect(self, real: Tensor, fake: Tensor | None, first_batch_of_epoch: bool) -> None:
+        """Offer the batch's real samples to the reservoir and keep a reference to its generated ones (no sync)."""
+        self.saw_epoch_start = self.saw_epoch_start or first_batch_of_epoch
+        if self.reservoir_open:
+            self.reservoir.add(real)
+        if fake is not None and self.fake_source == "outputs":
+            self.fakes.append(fake)
+            self.fakes_count += fake.shape[0]
+            while self.fakes_count - self.fakes[0].shape[0] >= self.samples:
+                self.fakes_count -= self.fakes.popleft().shape[0]
+
+    def end_epoch(self) -> None:
+        """A uniform sample of one whole epoch is a uniform sample of the data: later epochs only add repeats."""
+        if self.saw_epoch_start or self.reservoir.seen >= self.reservoir.size:
+            self.reservoir_open = False
+
+    def _features(self, samples: Tensor) -> Tensor:
+        """The samples as (n, d) feature vectors: flattened, or through ``feature_extractor``."""
+        if self.feature_extractor is None:
+            return samples.reshape(samples.shape[0], -1)
+        extractor = self.feature_extractor
+        modules = (extractor,) if isinstance(extractor, nn.Module) else ()
+        with untouched(*modules, device=samples.device):
+            features = extractor(samples)
+        if not isinstance(features, Tensor) or features.dim() != 2 or features.shape[0] != samples.shape[0]:
+            got = f"shape {tuple(features.shape)}" if isinstance(features, Tensor) else type(features).__name__
+            raise ValueError(
+                f"`feature_extractor` must map a batch of n samples to an (n, d) tensor of features; on samples of "
+                f"shape {tuple(samples.shape)} it returned {got}"
+            )
+        return features.detach()
+
+    def measure(self, generate: Callable[[int], Tensor]) -> dict[str, float] | None:
+        """The diversity values (and FID/KID), synced over processes, as host floats; None if too few samples.
+
+        Args:
+            generate: called with a number of samples when the generated samples come from probing.
+        """
+        if self.fake_source == "outputs":
+            fake = torch.cat(list(self.fakes))[-self.samples :] if self.fakes else torch.empty(0)
+        else:
+            fake = generate(self.samples)
+        real = self.reservoir.samples()
+        if fake.shape[0] < 2 or real.shape[0] < 2:
+            return None
+        fake_features, real_features = self._features(fake), self._features(real.to(fake.device))
+        self.metric.reset()
+        self.metric.update(fake=fake_features, real=real_features)
+        computed = self.metric.compute()
+        tensors = [computed[name] for name in DIVERSITY_NAMES]
+        if isinstance(self.feature_extractor, nn.Module):
+            tensors += self._quality(fake_features, real_features)
+        values = torch.stack([t.float().reshape(()) for t in tensors]).tolist()  # one read-back
+        self.last = dict(zip(DIVERSITY_NAMES, values))
+        return dict(zip((*DIVERSITY_NAMES, *QUALITY_NAMES), values))
+
+    def judge(self, values: dict[str, float], batch: int) -> Firing | None:
+        """Feed the mode-collapse rule the values measured at ``batch``."""
+        if self.tracker is None:
+            return None
+        return self.tracker.update([values[name] for name in DIVERSITY_NAMES], batch)
+
+    def _quality(self, fake: Tensor, real: Tensor) -> list[Tensor]:
+        """FID and KID of torchmetrics on the features already extracted (its own extractor is never run)."""
+        from torchmetrics.image.fid import FrechetInceptionDistance
+        from torchmetrics.image.kid import KernelInceptionDistance
+
+        if self.quality is None:
+            with warnings.catch_warnings():  # KID warns that it keeps every feature: here a bounded set
+                warnings.simplefilter("ignore", UserWarning)
+                fid = FrechetInceptionDistance(feature=_Features(fake.shape[1]), reset_real_features=True)
+                kid = KernelInceptionDistance(feature=_Features(fake.shape[1]), subsets=20, reset_real_features=True)
+            self.quality = (fid.to(fake.device), kid.to(fake.device))
+        fid, kid = self.quality
+        fid.reset()
+        kid.reset()
+        for metric in (fid, kid):
+            metric.update(real, real=True)
+            metric.update(fake, real=False)
+        kid.subset_size = min(fake.shape[0], real.shape[0])
+        devices = [fake.device] if fake.device.type != "cpu" else []
+        # KID draws its subsets from the global RNG: fork it so training sees the same draws.
+        with torch.random.fork_rng(devices=devices, device_type=fake.device.type if devices else "cuda"):
+            kid_mean, _ = kid.compute()
+        return [fid.compute(), kid_mean]

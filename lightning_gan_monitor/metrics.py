@@ -13,14 +13,12 @@ from lightning_gan_monitor.functional import (
     DIVERSITY_NAMES,
     NUM_STATS,
     SCORE_NAMES,
-    _check_factor,
-    _check_k,
-    _features,
     check_stats,
     diversity_scores,
     gan_score_stats,
     gan_scores_from_stats,
 )
+from lightning_gan_monitor.functional.diversity import _check_factor, _check_k, _features
 
 __all__ = [
     "Coverage",

@@ -4,7 +4,7 @@
 drawn side by side) and returns a matplotlib :class:`~matplotlib.figure.Figure`; ``save_report`` writes it as PNG,
 SVG, PDF or a self-contained HTML page; ``python -m lightning_gan_monitor report LOGDIR -o report.png`` does both.
 :meth:`GANMonitor.plot() <lightning_gan_monitor.GANMonitor.plot>` draws the same figure from the monitor's own
-:class:`ScoreHistory`.
+:class:`~lightning_gan_monitor.history.ScoreHistory`.
 
 matplotlib is an optional extra (``pip install "lightning-gan-monitor[report]"``), imported only when a figure is
 drawn; nothing here imports Lightning.
@@ -24,13 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lightning_gan_monitor.rules import (
-    DiscriminatorDominates,
-    FailureMode,
-    GeneratorDominates,
-    ModeCollapse,
-    parse_message,
-)
+from lightning_gan_monitor.diagnosis import FailureMode, parse_message
+from lightning_gan_monitor.history import ScoreHistory, collapsed_batches
+from lightning_gan_monitor.rules import DiscriminatorDominates, GeneratorDominates, ModeCollapse
 from lightning_gan_monitor.tensorboard import (
     CONFIG_TAG,
     DIAGNOSIS_TAG,
@@ -100,70 +96,6 @@ def _require_matplotlib() -> None:
 
 
 # ---------------------------------------------------------------------------------------------- the data of a run
-
-
-class ScoreHistory:
-    """The values a monitor logged, kept bounded: at most ``max_points`` per tag, evenly thinned.
-
-    While a tag has fewer than ``max_points`` values every one is kept. Past that, every other kept value is
-    dropped and from then on only every 2nd (then 4th, ...) new value is kept, so the points stay evenly spaced over
-    the whole run; the latest value is always kept too. Memory is O(``max_points``) per tag whatever the run length.
-
-    Args:
-        max_points: most values kept per tag; an even number of at least 2.
-
-    Example:
-        >>> history = ScoreHistory(max_points=4)
-        >>> for batch in range(10, 110, 10):
-        ...     history.add(batch, {"gan/generator_score": batch / 100})
-        >>> history.series("gan/generator_score")
-        ([10, 50, 90, 100], [0.1, 0.5, 0.9, 1.0])
-
-    """
-
-    def __init__(self, max_points: int = 1000) -> None:
-        if isinstance(max_points, bool) or not isinstance(max_points, int) or max_points < 2 or max_points % 2:
-            raise ValueError(f"`max_points` must be an even integer of at least 2, got {max_points!r}")
-        self.max_points = max_points
-        self._series: dict[str, dict[str, Any]] = {}
-
-    @property
-    def tags(self) -> list[str]:
-        """The tags with at least one value, in the order they first came."""
-        return list(self._series)
-
-    def add(self, batch: int, values: Mapping[str, float]) -> None:
-        """Record the values logged at training batch ``batch``."""
-        for tag, value in values.items():
-            series = self._series.setdefault(tag, {"points": [], "stride": 1, "count": 0, "last": None})
-            if series["count"] % series["stride"] == 0:
-                series["points"].append((batch, float(value)))
-                if len(series["points"]) > self.max_points:
-                    series["points"] = series["points"][::2]
-                    series["stride"] *= 2
-            series["count"] += 1
-            series["last"] = (batch, float(value))
-
-    def series(self, tag: str) -> tuple[list[int], list[float]]:
-        """``(batches, values)`` of ``tag``, oldest first (empty lists for a tag never logged)."""
-        series = self._series.get(tag)
-        if series is None:
-            return [], []
-        points = list(series["points"])
-        if series["last"] is not None and points[-1] != series["last"]:
-            points.append(series["last"])
-        return [b for b, _ in points], [v for _, v in points]
-
-    def state_dict(self) -> dict[str, Any]:
-        """Everything needed to continue (plain Python values, for checkpoints)."""
-        return {"max_points": self.max_points, "series": {tag: dict(s) for tag, s in self._series.items()}}
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore :meth:`state_dict`."""
-        self._series = {
-            tag: {**s, "points": [tuple(p) for p in s["points"]], "last": tuple(s["last"]) if s["last"] else None}
-            for tag, s in state.get("series", {}).items()
-        }
 
 
 @dataclass
@@ -314,52 +246,6 @@ def read_runs(logdir: str | os.PathLike) -> list[RunData]:
             f"left out of the report, no GAN monitor tags: {', '.join(run.name for run in skipped)}", stacklevel=2
         )
     return runs
-
-
-def collapsed_batches(
-    series: Mapping[str, tuple[Sequence[int], Sequence[float]]],
-    diversity_below: float | None = None,
-    near_duplicates_above: float | None = None,
-    coverage_below: float | None = None,
-) -> int | None:
-    """Training batches judged collapsed from logged diversity values, or None if nothing to judge by.
-
-    A value logged at batch b stands for the batches since the previous value of its tag; a batch is collapsed if
-    ``gan/diversity`` was below ``diversity_below``, ``gan/near_duplicates`` above ``near_duplicates_above`` or
-    ``gan/coverage`` below ``coverage_below`` (the mode-collapse rule's conditions).
-
-    Example:
-        >>> collapsed_batches({"gan/diversity": ([100, 200, 300], [0.9, 0.1, 0.05])}, diversity_below=0.2)
-        200
-        >>> collapsed_batches({}, diversity_below=0.2) is None
-        True
-
-    """
-    intervals: list[tuple[int, int]] = []
-    measured = False
-    for tag, threshold, collapsed in (
-        ("gan/diversity", diversity_below, lambda v, t: v < t),
-        ("gan/near_duplicates", near_duplicates_above, lambda v, t: v > t),
-        ("gan/coverage", coverage_below, lambda v, t: v < t),
-    ):
-        batches, values = series.get(tag, ((), ()))
-        if threshold is None or not batches:
-            continue
-        measured = True
-        previous = 0
-        for batch, value in zip(batches, values):
-            if collapsed(value, threshold):
-                intervals.append((previous, batch))
-            previous = batch
-    if not measured:
-        return None
-    total, reach = 0, 0
-    for start, end in sorted(intervals):  # the length of the union of (start, end]
-        start = max(start, reach)
-        if end > start:
-            total += end - start
-            reach = end
-    return total
 
 
 # ---------------------------------------------------------------------------------------------- drawing

@@ -7,6 +7,7 @@ knows about Lightning.
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -22,12 +23,14 @@ __all__ = [
     "as_images",
     "code_block",
     "from_code_block",
+    "is_tensorboard_logger",
     "make_grid",
     "score_layout",
     "to_markdown",
     "write_config",
     "write_diagnosis",
     "write_grid",
+    "write_sample_grids",
     "write_score_layout",
     "write_summary",
 ]
@@ -217,3 +220,47 @@ def write_grid(writer: Any, tag: str, grid: Tensor, step: int) -> None:
     """Add a (C, H, W) grid from :func:`make_grid` to TensorBoard's Images tab."""
     writer.add_image(tag, grid, global_step=step, dataformats="CHW")
     writer.flush()
+
+
+#: Where each Lightning package defines its ``TensorBoardLogger``.
+_TENSORBOARD_LOGGER_MODULES = ("pytorch_lightning.loggers.tensorboard", "lightning.pytorch.loggers.tensorboard")
+
+
+def is_tensorboard_logger(logger: Any) -> bool:
+    """Whether ``logger`` is a ``TensorBoardLogger`` of either Lightning package (or a subclass).
+
+    Only packages already imported are looked at: a logger's class is imported before it exists, and checking never
+    imports a package the user does not have.
+    """
+    types = tuple(sys.modules[name].TensorBoardLogger for name in _TENSORBOARD_LOGGER_MODULES if name in sys.modules)
+    return isinstance(logger, types)
+
+
+def write_sample_grids(
+    writers: Sequence[Any],
+    fake: Tensor,
+    real: Tensor | None,
+    image_shape: Sequence[int] | None,
+    value_range: tuple[float, float] | None,
+    step: int,
+) -> str | None:
+    """Write the grid of generated samples (and of ``real`` ones, if given) to every writer.
+
+    Returns:
+        None, or why there is no grid (the samples are not images), naming the argument that would give one.
+    """
+    images = as_images(fake, image_shape)
+    if images is None:
+        return (
+            f"no image grids: generated samples of shape {tuple(fake.shape[1:])} are not images (N, C, H, W) with C "
+            "in 1, 3, 4; pass `GANMonitor(image_shape=[C, H, W])` to show them as images"
+        )
+    nrow = max(1, round(images.shape[0] ** 0.5))
+    grids = [(SAMPLES_TAG, images), (REAL_SAMPLES_TAG, None if real is None else as_images(real, image_shape))]
+    for tag, batch in grids:
+        if batch is None:
+            continue
+        grid = make_grid(batch, nrow=nrow, value_range=value_range)
+        for writer in writers:
+            write_grid(writer, tag, grid, step)
+    return None

@@ -1,0 +1,135 @@
+"""Per-batch sums of D's outputs into a small preallocated buffer on the module's device; read back at a check.
+
+An ordinary batch costs a handful of tensor operations (:func:`~lightning_gan_monitor.functional.output_sums`
+writing one row of the buffer) and never waits for the device. A check reads the rows of the batches since the
+last check back in one go (under DDP, one ``all_gather``, summed over processes), and turns them into plain
+floats for :mod:`lightning_gan_monitor.rules`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+from lightning_gan_monitor.functional.scores import SUM_NAMES, output_sums, stats_from_sums
+
+__all__ = ["Accumulator", "BatchSums", "scores_from_stats"]
+
+#: Parts of a batch with a row of sums each: D's outputs on real samples, on generated samples, the losses.
+_PARTS = ("real", "fake", "loss")
+_WIDTH = len(_PARTS) * len(SUM_NAMES)
+
+
+class BatchSums(NamedTuple):
+    """One batch, read back: the statistics of ``STAT_NAMES`` and whether a returned loss was NaN or infinite."""
+
+    stats: list[float]
+    loss_non_finite: bool
+
+    @property
+    def observed(self) -> bool:
+        """Whether the batch had D outputs or losses (a probing monitor observes only every few batches)."""
+        return self.stats[1] + self.stats[4] + self.stats[6] > 0 or self.loss_non_finite
+
+    @property
+    def non_finite(self) -> bool:
+        """Whether an output or a loss was NaN or infinite."""
+        return self.stats[6] > 0 or self.loss_non_finite
+
+
+def scores_from_stats(stats: Sequence[float]) -> list[float]:
+    """The four scores (``SCORE_NAMES``) from summed statistics, in plain Python; NaN where a count is 0.
+
+    The host twin of :func:`~lightning_gan_monitor.functional.gan_scores_from_stats`.
+
+    Example:
+        >>> scores_from_stats([1.3, 2.0, 1.0, 0.8, 2.0, 1.0, 0.0, 0.0])
+        [0.4, 0.625, 0.5, 0.5]
+    """
+    real_sum, real_count, real_detected, fake_sum, fake_count, fake_detected = stats[:6]
+    real = real_sum / real_count if real_count else math.nan
+    fake = fake_sum / fake_count if fake_count else math.nan
+    return [
+        fake,
+        0.5 * real + 0.5 * (1 - fake),
+        fake_detected / fake_count if fake_count else math.nan,
+        real_detected / real_count if real_count else math.nan,
+    ]
+
+
+class Accumulator:
+    """A (capacity, 15) buffer: per batch since the last check, the sums of its real, generated and loss parts.
+
+    Args:
+        capacity: the most batches between two reads.
+        from_logits: D's outputs are logits (a sigmoid is applied before summing).
+
+    Example:
+        >>> acc = Accumulator(capacity=4, from_logits=False)
+        >>> acc.add(torch.tensor([0.9, 0.4]), torch.tensor([0.2, 0.6]), [torch.tensor(0.7)])
+        >>> acc.skip()  # a batch with nothing to observe
+        >>> [[round(v, 2) for v in b.stats] for b in acc.read()]
+        [[1.3, 2.0, 1.0, 0.8, 2.0, 1.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]]
+
+    """
+
+    def __init__(self, capacity: int, from_logits: bool) -> None:
+        self.capacity = capacity
+        self.from_logits = from_logits
+        self.to(torch.device("cpu"))
+
+    def to(self, device: torch.device) -> Accumulator:
+        """Allocate the buffer on ``device`` (forgetting the batches not read yet)."""
+        self.buffer = torch.zeros(self.capacity, len(_PARTS), len(SUM_NAMES), device=device)
+        self.rows = 0
+        return self
+
+    @property
+    def pending(self) -> int:
+        """Batches added since the last read."""
+        return self.rows
+
+    @torch.no_grad()
+    def add(self, d_real: Tensor, d_fake: Tensor, losses: Sequence[Tensor] = ()) -> None:
+        """Sum one batch's outputs (and its losses' finiteness) into the next row; no host-device sync."""
+        if self.rows == self.capacity:
+            raise RuntimeError(f"GANMonitor's buffer holds {self.capacity} batches: read it at least that often")
+        parts = [d_real.detach(), d_fake.detach(), *(loss.detach() for loss in losses)]
+        device = self.buffer.device
+        if any(part.device != device for part in parts):
+            parts = [part.to(device, non_blocking=True) for part in parts]
+        output_sums(parts, self.from_logits, out=self.buffer[self.rows], rows=len(_PARTS))
+        self.rows += 1
+
+    @torch.no_grad()
+    def add_losses(self, losses: Sequence[Tensor]) -> None:
+        """Add more losses (e.g. those logged with ``self.log``) to the latest batch's row; no host-device sync."""
+        if not losses or self.rows == 0:
+            return
+        parts = [loss.detach().to(self.buffer.device, non_blocking=True) for loss in losses]
+        self.buffer[self.rows - 1, 2] += output_sums(parts, self.from_logits, rows=1)[0]
+
+    def skip(self) -> None:
+        """A batch with nothing observed: its row stays zero."""
+        if self.rows == self.capacity:
+            raise RuntimeError(f"GANMonitor's buffer holds {self.capacity} batches: read it at least that often")
+        self.rows += 1
+
+    def read(self, all_gather: Callable[[Tensor], Tensor] | None = None) -> list[BatchSums]:
+        """The batches since the last read, summed over processes: one collective and one read-back (or none)."""
+        rows, self.rows = self.rows, 0
+        if rows == 0:
+            return []
+        block = self.buffer[:rows]
+        if all_gather is not None:  # (processes, rows, parts, sums), summed over processes
+            block = all_gather(block).reshape(-1, *block.shape).sum(0)
+        values = block.tolist()
+        self.buffer[:rows].zero_()
+        return [
+            BatchSums(stats_from_sums(real, fake), loss[1] < loss[4])  # type: ignore[arg-type]
+            for real, fake, loss in values
+        ]

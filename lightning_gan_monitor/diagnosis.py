@@ -1,0 +1,228 @@
+"""What the user reads: failure modes, remedies, the diagnosis text and its parser (plain Python, no torch).
+
+The rules (:mod:`lightning_gan_monitor.rules`) decide *whether* something is wrong; this module says *what* it means
+and what to try. The report reads diagnoses back from TensorBoard's text, so :func:`parse_message` inverts the first
+line of :func:`format_message`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from enum import Enum
+from typing import Protocol
+
+__all__ = [
+    "REMEDIES",
+    "Diagnosis",
+    "FailureMode",
+    "GANMonitorWarning",
+    "StoppingReason",
+    "format_message",
+    "parse_message",
+    "stop_note",
+    "title",
+]
+
+
+class GANMonitorWarning(UserWarning):
+    """A failure diagnosis, or a problem with how the monitor is set up (filter it with ``warnings``)."""
+
+
+class FailureMode(Enum):
+    """The ways a GAN run goes wrong that the monitor recognises.
+
+    Example:
+        >>> FailureMode("discriminator_dominates")
+        <FailureMode.DISCRIMINATOR_DOMINATES: 'discriminator_dominates'>
+
+    """
+
+    DISCRIMINATOR_DOMINATES = "discriminator_dominates"
+    GENERATOR_DOMINATES = "generator_dominates"
+    MODE_COLLAPSE = "mode_collapse"
+    NON_FINITE = "non_finite"
+
+
+class StoppingReason(Enum):
+    """Why the monitor stopped training, as ``EarlyStopping.stopping_reason`` does.
+
+    Example:
+        >>> StoppingReason.NOT_STOPPED.value
+        'not_stopped'
+
+    """
+
+    NOT_STOPPED = "not_stopped"
+    FAILURE = "failure"
+    CONVERGED = "converged"
+
+
+#: What to try for each failure mode, most effective first.
+REMEDIES: dict[FailureMode, tuple[str, ...]] = {
+    FailureMode.DISCRIMINATOR_DOMINATES: (
+        "one-sided label smoothing or flipping: train D on real labels of 0.9 instead of 1, or flip a few percent "
+        "of the real labels to 0",
+        "add dropout to the discriminator (e.g. 0.3 after each hidden layer)",
+        "give the generator more capacity (more filters or hidden units) so it can keep up",
+        "give the discriminator less capacity (fewer filters or hidden units)",
+        "lower the discriminator's learning rate, or update it less often than the generator",
+    ),
+    FailureMode.GENERATOR_DOMINATES: (
+        "give the discriminator more capacity (more filters or hidden units)",
+        "add dropout to the generator",
+        "give the generator less capacity (fewer filters or hidden units)",
+        "lower the generator's learning rate, or update the discriminator more often",
+    ),
+    FailureMode.MODE_COLLAPSE: (
+        "a larger latent input (more latent dimensions)",
+        "more generator capacity",
+        "one-sided label flipping",
+        "minibatch discrimination or packing (PacGAN)",
+        "unrolled discriminator updates",
+    ),
+    FailureMode.NON_FINITE: (
+        "lower the learning rates (or warm them up)",
+        "clip gradients (`Trainer(gradient_clip_val=...)` with automatic optimisation, "
+        "`self.clip_gradients(...)` with manual)",
+        "use a numerically safe loss: `BCEWithLogitsLoss` on logits instead of `BCELoss` after a sigmoid",
+        "with 16-bit precision, try `precision='bf16-mixed'` or 32-bit",
+    ),
+}
+
+_EXPLANATIONS: dict[FailureMode, str] = {
+    FailureMode.DISCRIMINATOR_DOMINATES: (
+        "the discriminator rejects almost every generated sample, so the generator's gradients vanish and it "
+        "stops learning"
+    ),
+    FailureMode.GENERATOR_DOMINATES: (
+        "the discriminator accepts generated samples as real, so it no longer gives the generator a useful signal"
+    ),
+    FailureMode.MODE_COLLAPSE: (
+        "the generator produces a small variety of nearly identical samples: it has collapsed onto a few modes of "
+        "the data and ignores much of its latent input"
+    ),
+    FailureMode.NON_FINITE: "the training has diverged: the discriminator's outputs or the losses are NaN or infinite",
+}
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    """A rule that fired: what, when, on what evidence, and what to try."""
+
+    #: The failure mode, or None for the success rule.
+    failure: FailureMode | None
+    #: The training batch at which the condition had held for ``patience`` batches (the rule's patience ran out).
+    batch: int
+    #: For how many consecutive batches the condition had held.
+    held_for: int
+    #: The evidence at that moment: the smoothed scores (or the diversity values, for mode collapse).
+    scores: dict[str, float]
+    #: The human-readable diagnosis, with remedies for a failure.
+    message: str
+
+    @property
+    def onset_batch(self) -> int:
+        """The first batch of the run in which the condition held."""
+        return self.batch - self.held_for + 1
+
+
+def title(failure: FailureMode) -> str:
+    """The failure's name as a title: "Discriminator dominates"."""
+    return failure.value.replace("_", " ").capitalize()
+
+
+class _Described(Protocol):
+    failure: FailureMode | None
+
+    def describe(self, scores: dict[str, float]) -> str: ...
+
+
+def format_message(rule: _Described, batch: int, held_for: int, scores: dict[str, float], note: str = "") -> str:
+    """The diagnosis text: the verdict, the evidence and, for a failure, the remedies.
+
+    Example:
+        >>> from lightning_gan_monitor.rules import GeneratorDominates
+        >>> rule = GeneratorDominates(patience=50)
+        >>> scores = dict(generator_score=0.97, discriminator_score=0.2, fake_detection_accuracy=0.0,
+        ...               real_detection_accuracy=0.4)
+        >>> print(format_message(rule, 120, 60, scores).splitlines()[0])
+        Generator dominates after 120 training batches: for the last 60 batches (since batch 61) ...
+
+    """
+    name = "Converged" if rule.failure is None else title(rule.failure)
+    first = (
+        f"{name} after {batch} training batches: for the last {held_for} batches (since batch "
+        f"{batch - held_for + 1}) {rule.describe(scores)}."
+    )
+    if rule.failure is not None:
+        first += f" This means {_EXPLANATIONS[rule.failure]}."
+    lines = [f"{first} {note}" if note else first]
+    if rule.failure is not None:
+        lines.append("What to try:")
+        lines += [f"  - {remedy}" for remedy in REMEDIES[rule.failure]]
+    return "\n".join(lines)
+
+
+_FIRST_LINE = re.compile(
+    r"^(?P<title>[A-Z][a-z ]*?) after (?P<batch>\d+) training batches: for the last (?P<held>\d+) batches"
+)
+
+
+def parse_message(message: str) -> tuple[FailureMode | None, int, int]:
+    """The failure mode, batch and "held for" of a diagnosis text written by :func:`format_message`.
+
+    The report reads diagnoses back from TensorBoard's text, so this is the inverse of :func:`format_message`'s
+    first line (a test ties the two together for every rule).
+
+    Args:
+        message: a diagnosis text (plain or as :func:`~lightning_gan_monitor.tensorboard.to_markdown` wrote it).
+
+    Returns:
+        ``(failure, batch, held_for)``: the :class:`FailureMode` (None for "Converged"), the training batch at
+        which the rule's patience ran out (:attr:`Diagnosis.batch`), and for how many batches the condition held.
+
+    Raises:
+        ValueError: if the text does not start as :func:`format_message` writes it.
+
+    Example:
+        >>> parse_message("Generator dominates after 120 training batches: for the last 60 batches (since batch 61)")
+        (<FailureMode.GENERATOR_DOMINATES: 'generator_dominates'>, 120, 60)
+
+    """
+    match = _FIRST_LINE.match(message.lstrip())
+    name = match["title"] if match else ""
+    failure = None if name == "Converged" else next((m for m in FailureMode if title(m) == name), "unknown")
+    if match is None or failure == "unknown":
+        first = message.strip().splitlines()[0] if message.strip() else ""
+        raise ValueError(
+            "not a GANMonitor diagnosis: expected a first line such as 'Generator dominates after 120 training "
+            f"batches: for the last 60 batches ...', got {first[:120]!r}"
+        )
+    return failure, int(match["batch"]), int(match["held"])
+
+
+def stop_note(failure: FailureMode | None, batch: int, stopped_at: int | None, check_every: int) -> str:
+    """What happened to training, in one sentence, naming the batch at which it stopped.
+
+    Args:
+        failure: the diagnosed failure (None: the success rule).
+        batch: the batch at which the rule's patience ran out.
+        stopped_at: the batch at which training stops, or None if it goes on (``on_failure="warn"``) or had ended.
+        check_every: batches between two checks (why ``stopped_at`` can be later than ``batch``).
+
+    Example:
+        >>> stop_note(FailureMode.NON_FINITE, 101, 120, 20)
+        'Training stopped at batch 120, the first check after batch 101 (the monitor checks every 20 batches).'
+        >>> stop_note(FailureMode.NON_FINITE, 101, None, 20)
+        "Training continues (`on_failure='warn'`)."
+
+    """
+    if stopped_at is None:
+        return "Training continues (`on_failure='warn'`)." if failure is not None else "Training continues."
+    if stopped_at == batch:
+        return f"Training stopped at batch {stopped_at}."
+    return (
+        f"Training stopped at batch {stopped_at}, the first check after batch {batch} (the monitor checks every "
+        f"{check_every} batches)."
+    )

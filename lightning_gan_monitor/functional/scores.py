@@ -1,0 +1,274 @@
+"""Pure tensor functions behind the GAN scores (torch only, no Lightning).
+
+Every score is a ratio of sums, so the functions are split the torchmetrics way: :func:`output_sums` turns
+discriminator outputs into a few sums and counts per part (which add up across batches and processes),
+``gan_score_stats`` arranges them as the sufficient statistics of ``STAT_NAMES``, and ``gan_scores_from_stats`` turns
+accumulated statistics into the four scores. The public one-shot functions (``generator_score`` ...) chain them.
+The monitor calls :func:`output_sums` once per batch, so it is written as a fixed handful of tensor operations.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from lightning_gan_monitor.names import NUM_STATS, SCORE_NAMES, STAT_NAMES
+
+__all__ = [
+    "NUM_STATS",
+    "SCORE_NAMES",
+    "STAT_NAMES",
+    "SUM_NAMES",
+    "check_stats",
+    "discriminator_score",
+    "fake_detection_accuracy",
+    "gan_score_stats",
+    "gan_score_stats_batches",
+    "gan_scores",
+    "gan_scores_from_stats",
+    "generator_score",
+    "output_sums",
+    "real_detection_accuracy",
+]
+
+#: The columns of :func:`output_sums`, per part of the outputs.
+SUM_NAMES: tuple[str, ...] = ("sum", "finite", "at_least_half", "out_of_range", "count")
+
+
+def _flat(x: Tensor, name: str) -> Tensor:
+    if not isinstance(x, Tensor):
+        raise TypeError(f"`{name}` must be a torch.Tensor of discriminator outputs, got {type(x).__name__}")
+    if x.is_complex() or x.dtype == torch.bool:
+        raise TypeError(f"`{name}` must hold real numbers (probabilities or logits), got dtype {x.dtype}")
+    return x.detach().reshape(-1)
+
+
+@functools.lru_cache(maxsize=32)
+def _parts_matrix(sizes: tuple[int, ...], rows: int, device: torch.device) -> tuple[Tensor, Tensor]:
+    """(rows, n) 0/1 matrix summing each part's values into its row, and a vector of n ones; built once per shape."""
+    row_of_part = torch.arange(len(sizes)).clamp(max=rows - 1)
+    row = torch.repeat_interleave(row_of_part, torch.tensor(sizes))
+    matrix = (row.unsqueeze(0) == torch.arange(rows).unsqueeze(1)).float()
+    return matrix.to(device), torch.ones(sum(sizes), device=device)
+
+
+@torch.no_grad()
+def output_sums(
+    parts: Sequence[Tensor], from_logits: bool = False, out: Tensor | None = None, rows: int | None = None
+) -> Tensor:
+    """Per part, the sums and counts of ``SUM_NAMES``: a (len(parts), 5) float32 tensor (or (rows, 5)).
+
+    For each part (e.g. D's outputs on real samples, on generated samples, the losses): the sum of the probabilities
+    over its finite values, the number of finite values, of values rated at least 0.5, of finite probabilities outside
+    [0, 1] (0 with ``from_logits``), and of values. A fixed number of tensor operations whatever the number of parts,
+    never a synchronisation with the device: this is what the monitor runs on every batch.
+
+    Args:
+        parts: tensors of any shape on one device (flattened; half precision is summed in float32).
+        from_logits: the values are logits; a sigmoid turns them into probabilities first.
+        out: an optional float32 tensor of the result's shape to write into (e.g. part of a preallocated buffer).
+        rows: sum the parts from the ``rows``-th on into the last row (e.g. every loss into one), so the result
+            has ``rows`` rows; None: one row per part.
+
+    Example:
+        >>> output_sums([torch.tensor([0.9, 0.4]), torch.tensor([0.2, float("nan")])]).tolist()
+        [[1.2999999523162842, 2.0, 1.0, 0.0, 2.0], [0.20000000298023224, 1.0, 0.0, 0.0, 2.0]]
+
+    """
+    flat = [x.reshape(-1) for x in parts]
+    x = torch.cat(flat).float() if len(flat) > 1 else flat[0].float()
+    matrix, ones = _parts_matrix(tuple(t.numel() for t in flat), rows or len(flat), x.device)
+    finite = x.isfinite()
+    p = (x.sigmoid() if from_logits else x).where(finite, 0.0)
+    flags = torch.stack((p, finite, p >= 0.5, p.clamp(0.0, 1.0) != p, ones), dim=1)
+    return torch.matmul(matrix, flags, out=out)
+
+
+def gan_score_stats_batches(
+    d_real: Sequence[Tensor | None], d_fake: Sequence[Tensor | None], from_logits: bool = False
+) -> Tensor:
+    """Sufficient statistics of several batches, a (k, ``NUM_STATS``) tensor (row i is batch i's).
+
+    Example:
+        >>> import torch
+        >>> stats = gan_score_stats_batches([torch.tensor([0.9]), torch.tensor([0.4, 0.5])],
+        ...                                 [torch.tensor([0.2]), None])
+        >>> [[round(v, 3) for v in row] for row in stats[:, :6].tolist()]
+        [[0.9, 1.0, 1.0, 0.2, 1.0, 1.0], [0.9, 2.0, 1.0, 0.0, 0.0, 0.0]]
+    """
+    if len(d_fake) != len(d_real):
+        raise ValueError(
+            f"`d_real` and `d_fake` must list the same number of batches, got {len(d_real)} and {len(d_fake)}"
+        )
+    return torch.stack([gan_score_stats(r, f, from_logits) for r, f in zip(d_real, d_fake)])
+
+
+def stats_from_sums(real: Sequence[float], fake: Sequence[float]) -> list[float]:
+    """The statistics of ``STAT_NAMES`` from the :func:`output_sums` rows of the real and the generated outputs.
+
+    Plain Python (the monitor calls it on numbers already read back); works on tensors too.
+
+    Example:
+        >>> stats_from_sums([1.3, 2.0, 1.0, 0.0, 2.0], [0.2, 1.0, 0.0, 0.0, 2.0])
+        [1.3, 2.0, 1.0, 0.2, 1.0, 1.0, 1.0, 0.0]
+    """
+    r_sum, r_finite, r_high, r_out, r_count = real
+    f_sum, f_finite, f_high, f_out, f_count = fake
+    non_finite = (r_count - r_finite) + (f_count - f_finite)
+    return [r_sum, r_finite, r_high, f_sum, f_finite, f_finite - f_high, non_finite, r_out + f_out]
+
+
+def gan_score_stats(d_real: Tensor | None, d_fake: Tensor | None, from_logits: bool = False) -> Tensor:
+    """Sufficient statistics of one batch of discriminator outputs, as a float32 vector ordered as ``STAT_NAMES``.
+
+    Never synchronises with the device and never raises on values: non-finite outputs are counted (and left out of
+    the sums) and probabilities outside [0, 1] are counted, so the caller decides when to look. Any shape is
+    accepted and flattened, so ``(B,)``, ``(B, 1)``, ``(B, 1, 1, 1)`` and patch outputs ``(B, 1, H, W)`` all work.
+
+    Args:
+        d_real: the discriminator's outputs on real samples, or None.
+        d_fake: the discriminator's outputs on generated samples, or None.
+        from_logits: the outputs are logits; a sigmoid turns them into probabilities first.
+
+    Example:
+        >>> import torch
+        >>> gan_score_stats(torch.tensor([0.9, 0.4]), torch.tensor([0.2, 0.6])).tolist()
+        [1.2999999523162842, 2.0, 1.0, 0.800000011920929, 2.0, 1.0, 0.0, 0.0]
+    """
+    if d_real is None and d_fake is None:
+        raise ValueError("`gan_score_stats` needs at least one of `d_real` and `d_fake`, got neither")
+    real = None if d_real is None else _flat(d_real, "d_real")
+    fake = None if d_fake is None else _flat(d_fake, "d_fake")
+    device = (real if real is not None else fake).device  # type: ignore[union-attr]
+    empty = torch.empty(0, device=device)
+    sums = output_sums([empty if real is None else real, empty if fake is None else fake], from_logits)
+    return torch.stack(stats_from_sums(sums[0], sums[1]))  # type: ignore[arg-type]
+
+
+def gan_scores_from_stats(stats: Tensor) -> Tensor:
+    """The four scores from accumulated statistics, as a vector ordered as ``SCORE_NAMES``.
+
+    A score whose inputs are missing (no finite real or fake outputs yet) is NaN.
+
+    Example:
+        >>> import torch
+        >>> stats = gan_score_stats(torch.tensor([0.9, 0.4]), torch.tensor([0.2, 0.6]))
+        >>> [round(v, 3) for v in gan_scores_from_stats(stats).tolist()]
+        [0.4, 0.625, 0.5, 0.5]
+
+    """
+    real_sum, real_count, real_detected, fake_sum, fake_count, fake_detected = stats[..., :6].unbind(-1)
+    nan = torch.full_like(real_sum, float("nan"))
+    real_mean = torch.where(real_count > 0, real_sum / real_count.clamp(min=1), nan)
+    fake_mean = torch.where(fake_count > 0, fake_sum / fake_count.clamp(min=1), nan)
+    return torch.stack(
+        [
+            fake_mean,
+            0.5 * real_mean + 0.5 * (1 - fake_mean),
+            torch.where(fake_count > 0, fake_detected / fake_count.clamp(min=1), nan),
+            torch.where(real_count > 0, real_detected / real_count.clamp(min=1), nan),
+        ],
+        dim=-1,
+    )
+
+
+def check_stats(stats: Tensor, from_logits: bool) -> None:
+    """Raise the user-facing error for probabilities outside [0, 1] (reads ``stats`` back to the host).
+
+    Raises:
+        ValueError: if ``stats`` counts finite probabilities outside [0, 1].
+
+    """
+    if not from_logits and stats[..., STAT_NAMES.index("out_of_range")].sum() > 0:
+        raise ValueError(
+            "The discriminator's outputs are not probabilities: some are outside [0, 1]. If your discriminator "
+            "returns logits (no sigmoid at the end, as with `BCEWithLogitsLoss`), pass `from_logits=True`."
+        )
+
+
+def _checked_scores(d_real: Tensor | None, d_fake: Tensor | None, from_logits: bool) -> Tensor:
+    stats = gan_score_stats(d_real, d_fake, from_logits)
+    check_stats(stats, from_logits)
+    return gan_scores_from_stats(stats)
+
+
+def gan_scores(d_real: Tensor, d_fake: Tensor, from_logits: bool = False) -> dict[str, Tensor]:
+    """All four scores of one batch, keyed by ``SCORE_NAMES``.
+
+    Raises:
+        ValueError: if ``from_logits=False`` and an output is outside [0, 1].
+
+    Example:
+        >>> import torch
+        >>> scores = gan_scores(torch.tensor([0.9, 0.4]), torch.tensor([0.2, 0.6]))
+        >>> {k: round(v.item(), 3) for k, v in scores.items()}  # doctest: +NORMALIZE_WHITESPACE
+        {'generator_score': 0.4, 'discriminator_score': 0.625, 'fake_detection_accuracy': 0.5,
+         'real_detection_accuracy': 0.5}
+
+    """
+    return dict(zip(SCORE_NAMES, _checked_scores(d_real, d_fake, from_logits).unbind(-1)))
+
+
+def generator_score(d_fake: Tensor, from_logits: bool = False) -> Tensor:
+    """Mean probability the discriminator gives generated samples, mean(D(G(z))). Ideal near 0.5.
+
+    Raises:
+        ValueError: if ``from_logits=False`` and an output is outside [0, 1].
+
+    Example:
+        >>> import torch
+        >>> generator_score(torch.tensor([0.2, 0.6]))
+        tensor(0.4000)
+        >>> generator_score(torch.tensor([0.0]), from_logits=True)
+        tensor(0.5000)
+
+    """
+    return _checked_scores(None, d_fake, from_logits)[0]
+
+
+def discriminator_score(d_real: Tensor, d_fake: Tensor, from_logits: bool = False) -> Tensor:
+    """Mean probability of a right call by the discriminator: ½·mean(D(x)) + ½·mean(1 − D(G(z))). Ideal near 0.5.
+
+    Raises:
+        ValueError: if ``from_logits=False`` and an output is outside [0, 1].
+
+    Example:
+        >>> import torch
+        >>> discriminator_score(torch.tensor([0.9, 0.4]), torch.tensor([0.2, 0.6]))
+        tensor(0.6250)
+
+    """
+    return _checked_scores(d_real, d_fake, from_logits)[1]
+
+
+def fake_detection_accuracy(d_fake: Tensor, from_logits: bool = False) -> Tensor:
+    """Share of generated samples that the discriminator rates below 0.5 (caught as fake). Ideal near 0.5.
+
+    Raises:
+        ValueError: if ``from_logits=False`` and an output is outside [0, 1].
+
+    Example:
+        >>> import torch
+        >>> fake_detection_accuracy(torch.tensor([0.2, 0.6, 0.1, 0.7]))
+        tensor(0.5000)
+
+    """
+    return _checked_scores(None, d_fake, from_logits)[2]
+
+
+def real_detection_accuracy(d_real: Tensor, from_logits: bool = False) -> Tensor:
+    """Share of real samples that the discriminator rates at 0.5 or above (recognised as real).
+
+    Raises:
+        ValueError: if ``from_logits=False`` and an output is outside [0, 1].
+
+    Example:
+        >>> import torch
+        >>> real_detection_accuracy(torch.tensor([0.9, 0.4, 0.5, 0.8]))
+        tensor(0.7500)
+
+    """
+    return _checked_scores(d_real, None, from_logits)[3]

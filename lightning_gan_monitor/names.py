@@ -1,0 +1,29 @@
+"""The names of what the monitor measures, shared by every module (plain Python: no torch, no Lightning)."""
+
+from __future__ import annotations
+
+__all__ = ["DIVERSITY_NAMES", "NUM_STATS", "QUALITY_NAMES", "SCORE_NAMES", "STAT_NAMES"]
+
+#: The four scores, in the order every vector of scores uses (logged as ``gan/<name>``).
+SCORE_NAMES: tuple[str, ...] = (
+    "generator_score",
+    "discriminator_score",
+    "fake_detection_accuracy",
+    "real_detection_accuracy",
+)
+#: The sufficient statistics of a batch of D's outputs (sums and counts: they add up over batches and processes).
+STAT_NAMES: tuple[str, ...] = (
+    "real_sum",  # sum of D(x) over finite real outputs
+    "real_count",  # number of finite real outputs
+    "real_detected",  # number of real outputs rated >= 0.5
+    "fake_sum",  # sum of D(G(z)) over finite fake outputs
+    "fake_count",  # number of finite fake outputs
+    "fake_detected",  # number of fake outputs rated < 0.5
+    "non_finite",  # number of NaN/inf outputs (real and fake)
+    "out_of_range",  # number of finite probabilities outside [0, 1] (always 0 with ``from_logits=True``)
+)
+NUM_STATS = len(STAT_NAMES)
+#: The diversity values, in the order every vector of them uses (logged as ``gan/<name>``).
+DIVERSITY_NAMES: tuple[str, ...] = ("diversity", "near_duplicates", "density", "coverage")
+#: Sample quality against the real reservoir, logged when ``feature_extractor`` is an ``nn.Module``.
+QUALITY_NAMES: tuple[str, ...] = ("fid", "kid")

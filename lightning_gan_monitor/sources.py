@@ -1,0 +1,315 @@
+"""Where D's outputs come from: one pass over what ``training_step`` returned, or one probe of the module.
+
+:class:`Sources` turns a batch into an :class:`Observation`: D's outputs on real and generated samples, the losses
+the step returned and the generated samples, all detached. It reads them from the step's outputs when they hold
+``d_real_key`` and ``d_fake_key``, or else probes: it runs the module's generator on latent vectors from its own
+seeded ``torch.Generator`` and the discriminator on those samples and on the real batch, leaving the training
+untouched (global RNG, buffers and modes restored). Nothing here imports Lightning.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, NamedTuple
+
+import torch
+from lightning_utilities.core.rank_zero import rank_zero_info, rank_zero_warn
+from torch import Tensor, nn
+
+from lightning_gan_monitor.diagnosis import GANMonitorWarning
+
+__all__ = ["Observation", "Sources", "real_samples", "untouched"]
+
+
+class Observation(NamedTuple):
+    """What one batch shows the monitor (every tensor detached; ``fake`` None when the step returned none)."""
+
+    d_real: Tensor
+    d_fake: Tensor
+    losses: list[Tensor]
+    fake: Tensor | None
+
+
+@contextlib.contextmanager
+def untouched(*modules: nn.Module, device: torch.device) -> Iterator[None]:
+    """Run a probe without changing training: the global RNG, every buffer and the modules' modes are restored."""
+    buffers = {id(b): b for module in modules for b in module.buffers()}
+    saved = {key: b.detach().clone() for key, b in buffers.items()}
+    modes = [(m, m.training) for module in modules for m in module.modules()]
+    devices = [device] if device.type != "cpu" else []
+    try:
+        # Dropout and other random layers draw from the global RNG: fork it so training sees the same draws.
+        with torch.random.fork_rng(devices=devices, device_type=device.type if devices else "cuda"):
+            yield
+    finally:
+        for key, b in buffers.items():
+            b.copy_(saved[key])
+        for m, training in modes:
+            m.training = training
+
+
+def real_samples(batch: Any, key: int | str) -> Tensor:
+    """The real samples of ``batch``: the tensor itself, or entry ``key`` of a tuple/list or dict batch.
+
+    Raises:
+        ValueError: naming ``real_key`` when the batch has no such tensor entry.
+
+    Example:
+        >>> real_samples((torch.zeros(2, 3), torch.ones(2)), 0).shape
+        torch.Size([2, 3])
+
+    """
+    if isinstance(batch, Tensor):
+        return batch
+    in_mapping = isinstance(batch, Mapping) and key in batch
+    in_sequence = isinstance(batch, (list, tuple)) and isinstance(key, int) and -len(batch) <= key < len(batch)
+    if not (in_mapping or in_sequence):
+        if isinstance(batch, Mapping):
+            what = f"a dict with keys {sorted(map(str, batch))}"
+        elif isinstance(batch, (list, tuple)):
+            what = f"a {type(batch).__name__} of length {len(batch)}"
+        else:
+            what = f"a {type(batch).__name__}"
+        raise ValueError(
+            f"GANMonitor cannot find the real samples in the batch ({what}) with `real_key={key!r}`; set "
+            "`GANMonitor(real_key=...)` to the index (tuple/list batch) or key (dict batch) of the real samples"
+        )
+    sample = batch[key]
+    if not isinstance(sample, Tensor):
+        raise ValueError(
+            f"GANMonitor expected the batch's `real_key={key!r}` entry to be a tensor of real samples, got "
+            f"{type(sample).__name__}; set `GANMonitor(real_key=...)`"
+        )
+    return sample
+
+
+class Sources:
+    """Finds D's outputs (and the losses and generated samples) of each batch; owns the probe's random generators.
+
+    The arguments are the monitor's of the same names (see :class:`~lightning_gan_monitor.callback.GANMonitorBase`).
+    """
+
+    def __init__(
+        self,
+        source: str,
+        d_real_key: str,
+        d_fake_key: str,
+        fake_key: str,
+        probe_every_n_batches: int,
+        probe_batch_size: int | None,
+        generator_attr: str,
+        discriminator_attr: str,
+        latent_dim: int | Sequence[int] | None,
+        real_key: int | str,
+        seed: int,
+        verbose: bool,
+    ) -> None:
+        self.source = source
+        self.d_real_key, self.d_fake_key, self.fake_key = d_real_key, d_fake_key, fake_key
+        self.probe_every = probe_every_n_batches
+        self.probe_batch_size = probe_batch_size
+        self.generator_attr, self.discriminator_attr = generator_attr, discriminator_attr
+        self.latent_dim = latent_dim
+        self.real_key = real_key
+        self.seed = seed
+        self.verbose = verbose
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the module and the choice of source (a new fit); the generators' states are kept for resuming."""
+        self.resolved: str | None = None  # "outputs" or "probe"
+        self.probe_problem: str | None = None
+        self.latent_shape: tuple[int, ...] | None = None
+        self.rng: torch.Generator | None = None  # the probe's latent vectors
+        self.sample_rng: torch.Generator | None = None  # the diversity check's latent vectors
+        self.rng_states: dict[str, Tensor | None] = {"rng": None, "sample_rng": None}
+        self._since_probe = 0
+
+    # ------------------------------------------------------------------ set-up
+
+    def setup(self, pl_module: Any) -> None:
+        """Check whether the module can be probed, and seed the generators on its device (restoring saved states)."""
+        self.probe_problem = self._find_probe_problem(pl_module)
+        if self.source == "probe":
+            if self.probe_problem:
+                raise ValueError(f"GANMonitor(source='probe') cannot probe this module: {self.probe_problem}")
+            self._resolve("probe")
+        if self.probe_problem is not None:
+            return
+        device = pl_module.device
+        for name, offset in (("rng", 0), ("sample_rng", 1)):
+            rng = torch.Generator(device=device).manual_seed(self.seed + offset)
+            state = self.rng_states.get(name)
+            if state is not None:
+                try:
+                    rng.set_state(state)
+                except RuntimeError:  # a checkpoint written on another kind of device
+                    rank_zero_warn(
+                        f"GANMonitor could not restore its random generator from the checkpoint (written on another "
+                        f"device type); it restarts from `seed={self.seed}`.",
+                        category=GANMonitorWarning,
+                    )
+            setattr(self, name, rng)
+
+    def _find_probe_problem(self, pl_module: Any) -> str | None:
+        """Why this module cannot be probed (a sentence naming what to set), or None."""
+        for name, attr in (("generator_attr", self.generator_attr), ("discriminator_attr", self.discriminator_attr)):
+            if not callable(getattr(pl_module, attr, None)):
+                return (
+                    f"the module has no callable `{attr}` attribute; set `GANMonitor({name}=...)` to the attribute "
+                    "that holds it"
+                )
+        latent = self.latent_dim
+        if latent is None:
+            hparams = getattr(pl_module, "hparams", {})
+            latent = hparams.get("latent_dim") if isinstance(hparams, Mapping) else None
+            latent = latent if latent is not None else getattr(pl_module, "latent_dim", None)
+        if latent is None:
+            return (
+                "the latent size is unknown; pass `GANMonitor(latent_dim=...)` or store it as "
+                "`self.hparams.latent_dim` (e.g. via `self.save_hyperparameters()`) or `self.latent_dim`"
+            )
+        if isinstance(latent, int) and not isinstance(latent, bool) and latent > 0:
+            self.latent_shape = (latent,)
+        elif isinstance(latent, Sequence) and latent and all(isinstance(d, int) and d > 0 for d in latent):
+            self.latent_shape = tuple(latent)
+        else:
+            return f"the module's latent size {latent!r} is not a positive integer; pass `GANMonitor(latent_dim=...)`"
+        return None
+
+    def _resolve(self, source: str) -> None:
+        self.resolved = source
+        if self.verbose:
+            how = (
+                f"from `training_step`'s outputs ('{self.d_real_key}', '{self.d_fake_key}')"
+                if source == "outputs"
+                else f"by probing `{self.generator_attr}` and `{self.discriminator_attr}` every "
+                f"{self.probe_every} batches"
+            )
+            rank_zero_info(f"GANMonitor: taking the discriminator's outputs {how}.")
+
+    def _choose(self, outputs: Any) -> str:
+        if isinstance(outputs, Mapping) and self.d_real_key in outputs and self.d_fake_key in outputs:
+            return "outputs"
+        if self.source == "outputs" or self.probe_problem is not None:
+            got = (
+                "nothing"  # manual optimisation turns a `None` return into `{}`
+                if outputs is None or (isinstance(outputs, Mapping) and not outputs)
+                else f"a mapping with keys {sorted(map(str, outputs))}"
+                if isinstance(outputs, Mapping)
+                else f"a {type(outputs).__name__}"
+            )
+            how_to_probe = "" if self.source == "outputs" else f", or let it probe the module: {self.probe_problem}"
+            raise ValueError(
+                f"GANMonitor cannot find the discriminator's outputs: `training_step` returned {got}. Return a dict "
+                f"with '{self.d_real_key}' and '{self.d_fake_key}' (D's outputs on the real batch and on the "
+                "generated batch, e.g. `return {'loss': loss, "
+                f"'{self.d_real_key}': d_real.detach(), '{self.d_fake_key}': d_fake.detach()}}`), or set "
+                f"`GANMonitor(d_real_key=..., d_fake_key=...)` to the keys you return{how_to_probe}."
+            )
+        return "probe"
+
+    # ------------------------------------------------------------------ per batch
+
+    def observe(self, pl_module: Any, outputs: Any, batch: Any, first: bool) -> Observation | None:
+        """What this batch shows (one pass over ``outputs``, or one probe), or None if nothing (a skipped step)."""
+        if self.resolved is None:
+            self._resolve(self._choose(outputs))
+        if self.resolved == "probe":
+            self._since_probe += 1
+            if self._since_probe < self.probe_every and not first:
+                return None
+            self._since_probe = 0
+            d_real, d_fake = self._probe(pl_module, batch)
+            return Observation(d_real.detach(), d_fake.detach(), self._losses(outputs, ()), None)
+        if outputs is None or (isinstance(outputs, Mapping) and not outputs):
+            return None  # a skipped step (Lightning allows returning None)
+        if not isinstance(outputs, Mapping) or self.d_real_key not in outputs or self.d_fake_key not in outputs:
+            got = f"keys {sorted(map(str, outputs))}" if isinstance(outputs, Mapping) else type(outputs).__name__
+            raise ValueError(
+                f"GANMonitor expected `training_step` to return a dict with '{self.d_real_key}' and "
+                f"'{self.d_fake_key}' (as it did on the first batch), got {got}. Return them on every batch."
+            )
+        pair = []
+        for key in (self.d_real_key, self.d_fake_key, self.fake_key):
+            value = outputs.get(key)
+            if (value is not None or key != self.fake_key) and not isinstance(value, Tensor):
+                what = "generated samples" if key == self.fake_key else "discriminator outputs"
+                raise TypeError(
+                    f"GANMonitor expected `training_step`'s output '{key}' to be a tensor of {what}, got "
+                    f"{type(value).__name__}"
+                )
+            pair.append(None if value is None else value.detach())  # no autograd graph outlives the step
+        skip = (self.d_real_key, self.d_fake_key, self.fake_key)
+        return Observation(pair[0], pair[1], self._losses(outputs, skip), pair[2])
+
+    @staticmethod
+    def _losses(outputs: Any, skip: Sequence[str]) -> list[Tensor]:
+        """The floating tensors ``training_step`` returned besides D's outputs and the samples (losses)."""
+        if isinstance(outputs, Tensor):
+            return [outputs.detach()] if outputs.is_floating_point() else []
+        if not isinstance(outputs, Mapping):
+            return []
+        return [
+            v.detach() for k, v in outputs.items() if k not in skip and isinstance(v, Tensor) and v.is_floating_point()
+        ]
+
+    def _probe(self, pl_module: Any, batch: Any) -> tuple[Tensor, Tensor]:
+        generator: nn.Module = getattr(pl_module, self.generator_attr)
+        discriminator: nn.Module = getattr(pl_module, self.discriminator_attr)
+        real = real_samples(batch, self.real_key)
+        assert self.rng is not None
+        z = self.latent(self.probe_batch_size or real.shape[0], generator, self.rng)
+        with untouched(generator, discriminator, device=z.device):
+            try:
+                fake = generator(z)
+            except Exception as err:
+                raise RuntimeError(
+                    f"GANMonitor's probe failed calling `pl_module.{self.generator_attr}` on latent vectors of shape "
+                    f"{tuple(z.shape)}: {err}. Set `GANMonitor(latent_dim=...)` to the shape one latent vector has, "
+                    f"or return '{self.d_real_key}' and '{self.d_fake_key}' from `training_step` instead."
+                ) from err
+            try:
+                d_fake = discriminator(fake)
+                d_real = discriminator(real)
+            except Exception as err:
+                raise RuntimeError(
+                    f"GANMonitor's probe failed calling `pl_module.{self.discriminator_attr}` on generated samples "
+                    f"of shape {tuple(fake.shape)} and real samples of shape {tuple(real.shape)}: {err}. Check "
+                    "`GANMonitor(real_key=...)`, or return the discriminator's outputs from `training_step` instead."
+                ) from err
+        return d_real, d_fake
+
+    # ------------------------------------------------------------------ running the generator
+
+    def latent(self, n: int, generator: nn.Module, rng: torch.Generator) -> Tensor:
+        """``n`` latent vectors drawn from ``rng`` on its device, in the generator's floating dtype."""
+        assert self.latent_shape is not None
+        param = next(generator.parameters(), None)
+        dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
+        return torch.randn((n, *self.latent_shape), generator=rng, device=rng.device, dtype=dtype)
+
+    def generate(self, pl_module: Any, z: Tensor | None = None, n: int = 0) -> Tensor:
+        """G of ``z`` (or of ``n`` latent vectors of the diversity generator), detached, training untouched."""
+        generator: nn.Module = getattr(pl_module, self.generator_attr)
+        if z is None:
+            assert self.sample_rng is not None
+            z = self.latent(n, generator, self.sample_rng)
+        with untouched(generator, device=z.device):
+            try:
+                return generator(z).detach()
+            except Exception as err:
+                raise RuntimeError(
+                    f"GANMonitor failed calling `pl_module.{self.generator_attr}` on latent vectors of shape "
+                    f"{tuple(z.shape)} for the diversity metrics or image grids: {err}. Set "
+                    f"`GANMonitor(latent_dim=...)`, or return generated samples as '{self.fake_key}' from "
+                    "`training_step`."
+                ) from err
+
+    def state_dict(self) -> dict[str, Tensor | None]:
+        """The generators' states (or those loaded and not yet applied)."""
+        return {
+            name: rng.get_state() if rng is not None else self.rng_states.get(name)
+            for name, rng in (("rng", self.rng), ("sample_rng", self.sample_rng))
+        }
