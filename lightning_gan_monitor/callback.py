@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+from array import array
 from collections.abc import Callable
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any, Literal
@@ -506,7 +507,8 @@ class GANMonitorBase:
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, values: dict[str, float], callback_metrics: bool
     ) -> None:
         """Log host floats to every logger and the history; NaN/inf values are left out."""
-        values = {k: v for k, v in values.items() if math.isfinite(v)}
+        # rounded to float32, as `trainer.callback_metrics` holds them, so every logger shows the same number
+        values = {k: v for k, v in zip(values, array("f", values.values()).tolist()) if math.isfinite(v)}
         if not values:
             return
         self._history.add(self._batches_seen, values)
@@ -692,6 +694,7 @@ def _from_version_1(state: dict[str, Any]) -> dict[str, Any]:
     detector = {k: v.tolist() if isinstance(v, Tensor) else v for k, v in state["detector"].items()}
     tracker = {
         "batches": int(detector.get("batches", state.get("batches_seen", 0))),
+        "gap": state.get("since_observation", 0),
         "ema": detector.get("ema"),
         "weight": detector.get("ema_weight"),
         "held": detector.get("held"),

@@ -236,6 +236,7 @@ class ScoreTracker:
         """Forget everything seen."""
         n = len(self.rules)
         self.batches = 0
+        self.gap = 0  # batches since the last observed one
         self.ema = [0.0] * len(SCORE_NAMES)
         self.weight = [0.0] * len(SCORE_NAMES)
         self.held = [0] * n
@@ -254,7 +255,11 @@ class ScoreTracker:
         }
 
     def update(self, batches: Sequence[Batch]) -> list[Firing]:
-        """Take the batches since the last check, in order; returns the firings among them, in order."""
+        """Take the batches since the last check, in order; returns the firings among them, in order.
+
+        A batch with nothing observed changes nothing; the next observed batch stands for it too (its condition
+        counts for every batch since the previous observation), so ``patience`` counts batches, not observations.
+        """
         firings = []
         decay = self.smoothing
         for scores, non_finite in batches:
@@ -266,21 +271,24 @@ class ScoreTracker:
                         self.weight[i] = decay * self.weight[i] + (1 - decay)
                 smoothed = self.scores
                 self.holding = [rule.holds(smoothed, non_finite) for rule in self.rules]
+                gap, self.gap = self.gap + 1, 0
+                for i, rule in enumerate(self.rules):
+                    if not self.holding[i]:
+                        self.held[i], self.latched[i] = 0, False
+                        continue
+                    self.held[i] += gap
+                    if self.held[i] >= rule.patience and not self.latched[i]:
+                        self.latched[i] = True
+                        firings.append(Firing(rule, self.batches, self.held[i], smoothed))
+            else:
+                self.gap += 1
             regime = next((i for i, r in enumerate(self.rules) if self.holding[i] and r.failure), len(self.rules))
             self.regime_batches[regime] += 1
-            for i, rule in enumerate(self.rules):
-                if not self.holding[i]:
-                    self.held[i], self.latched[i] = 0, False
-                    continue
-                self.held[i] += 1
-                if self.held[i] >= rule.patience and not self.latched[i]:
-                    self.latched[i] = True
-                    firings.append(Firing(rule, self.batches, self.held[i], self.scores))
         return firings
 
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue exactly."""
-        names = ("batches", "ema", "weight", "held", "latched", "holding", "regime_batches")
+        names = ("batches", "gap", "ema", "weight", "held", "latched", "holding", "regime_batches")
         return {name: getattr(self, name) for name in names}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> list[str]:

@@ -10,7 +10,7 @@ from inside the process that trained (a spawned worker's objects never come back
 ``OUTDIR/rank{r}_outputs.pt`` (the ``d_real`` and ``d_fake`` logits each training step returned, per batch).
 
 ``--dominate-on-rank R --from-batch K`` makes rank ``R`` alone return scripted outputs from its ``K``-th batch on
-(real logits +8, fake logits -8), so only that rank's data says "the discriminator dominates".
+(real logits +8, fake logits -8); ``R = -1``: every rank does.
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ class RecordingGAN(DigitsGAN):
     def training_step(self, batch: list[Tensor], batch_idx: int) -> dict[str, Tensor] | None:
         outputs = super().training_step(batch, batch_idx)
         assert outputs is not None
-        if self.global_rank == self.dominate_on_rank and self.batches_trained >= self.from_batch:
+        if self.dominate_on_rank in (self.global_rank, -1) and self.batches_trained >= self.from_batch:
             outputs = {
                 "d_real": torch.full_like(outputs["d_real"], SCRIPTED_LOGIT),
                 "d_fake": torch.full_like(outputs["d_fake"], -SCRIPTED_LOGIT),
@@ -98,9 +98,9 @@ class Reporter(pl.Callback):
         if monitor._batches_seen == 1:  # the monitor (before this callback) has just checked, on every rank
             d_real, d_fake = pl_module.recorded[0]
             self.first_check = {
-                "running": monitor._running.stats.tolist(),
+                "running": list(monitor._log_stats),
                 "own": gan_score_stats(d_real, d_fake, from_logits=True).tolist(),
-                "detector_batches": int(monitor._detector.batches),
+                "detector_batches": monitor._tracker.batches,
             }
 
     def on_fit_end(self, trainer: Any, pl_module: Any) -> None:

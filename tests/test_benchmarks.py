@@ -54,11 +54,11 @@ def test_benchmarks_diversity_cost_table_has_one_row_per_size():
     assert all(float(r["cdist"]) >= 0 for r in rows)
 
 
-def test_benchmarks_tensor_bytes_counts_the_monitors_pending_batches():
-    monitor = GANMonitor(from_logits=True)
-    empty = overhead.tensor_bytes(monitor)
-    monitor._pending.append((torch.zeros(32, 1), torch.zeros(32, 1), 1, [torch.zeros(())]))
-    assert overhead.tensor_bytes(monitor) == empty + 2 * 32 * 4 + 4
+def test_benchmarks_tensor_bytes_counts_the_monitors_buffers():
+    monitor = GANMonitor(from_logits=True, diversity_every_n_batches=None)
+    assert overhead.tensor_bytes(monitor) == monitor._accumulator.buffer.numel() * 4
+    monitor._fixed_latent = torch.zeros(8, 16)
+    assert overhead.tensor_bytes(monitor) == (monitor._accumulator.buffer.numel() + 8 * 16) * 4
 
 
 def test_benchmarks_write_section_replaces_only_its_own_section(tmp_path):

@@ -1,5 +1,8 @@
 import contextlib
+import json
 import logging
+import warnings
+from pathlib import Path
 
 import pytest
 import pytorch_lightning as pl
@@ -49,7 +52,7 @@ def test_callback_healthy_runs_do_not_fire(tmp_path, seed):
     assert trainer.current_epoch == 80  # ran to the end
     assert 0.1 < monitor.scores["generator_score"] < 0.9
     # the mode-collapse rule ran (diversity measured from the step's generated samples) and stayed quiet
-    assert monitor._fake_source == "outputs"
+    assert monitor._watch.fake_source == "outputs"
     assert monitor.diversity["diversity"] > monitor.collapse_diversity_below
     assert monitor.diversity["near_duplicates"] < monitor.collapse_near_duplicates_above
 
@@ -67,7 +70,7 @@ def test_callback_healthy_runs_do_not_fire(tmp_path, seed):
 def test_callback_dominance_fires_within_patience_of_onset_and_stops(tmp_path, scenario, failure, holds):
     patience = 50
     recorder, monitor = RecordOutputs(), GANMonitor(patience=patience, from_logits=True)
-    with pytest.warns(GANMonitorWarning, match="Stopping training"):
+    with pytest.warns(GANMonitorWarning, match="Training stopped at batch"):
         fit_digits(tmp_path, [recorder, monitor], epochs=100, **SCENARIOS[scenario])
     assert monitor.failure is failure
     assert monitor.stopping_reason is StoppingReason.FAILURE
@@ -88,7 +91,8 @@ def test_callback_warn_reports_and_keeps_training(tmp_path):
         fit_digits(tmp_path, [recorder, monitor], epochs=30, **SCENARIOS["d-dominates"])
     assert len(recorder.batches) == 150  # all of it
     assert monitor.failure is FailureMode.DISCRIMINATOR_DOMINATES
-    assert monitor.stopped_batch is not None and monitor.stopped_batch < 150
+    assert monitor.stopped_batch is None  # set only when the monitor stops training
+    assert monitor.diagnoses[0].batch < 150
     assert monitor.stopping_reason is StoppingReason.NOT_STOPPED
     assert len(monitor.diagnoses) == 1  # reported once while the regime lasts, not every batch
 
@@ -126,7 +130,7 @@ def test_callback_probes_a_module_shaped_like_lightnings_gan_example(tmp_path):
     trainer = make_trainer(tmp_path, [monitor], max_epochs=3, logger=CSVLogger(tmp_path))
     pl.seed_everything(0)
     trainer.fit(TemplateGAN(), digit_images_loader())
-    assert monitor._resolved_source == "probe"
+    assert monitor._sources.resolved == "probe"
     assert set(trainer.callback_metrics) >= {"gan/generator_score", "gan/discriminator_score"}
     scores = monitor.scores
     assert all(0.0 <= v <= 1.0 for v in scores.values())
@@ -196,8 +200,7 @@ def test_callback_state_dict_round_trip(tmp_path):
     restored.load_state_dict(state)
     assert restored.failure is monitor.failure and restored.stopped_batch == monitor.stopped_batch
     assert restored.diagnoses == monitor.diagnoses
-    for name, value in monitor._detector.state_dict().items():
-        assert torch.equal(restored._detector.state_dict()[name], value), name
+    assert restored._tracker.state_dict() == monitor._tracker.state_dict()
     assert restored.state_dict()["batches_seen"] == 100
 
 
@@ -215,8 +218,8 @@ def test_callback_resume_mid_failure_continues_the_count(tmp_path):
         uninterrupted, _ = run()
     # The frozen generator takes no optimizer steps: global steps are batches here.
     interrupted, trainer = run(max_steps=uninterrupted.stopped_batch - 20)
-    held = interrupted._detector.held.clone()
-    assert interrupted.failure is None and held.max() >= 20  # stopped mid-way through the failure condition
+    held = list(interrupted._tracker.held)
+    assert interrupted.failure is None and max(held) >= 20  # stopped mid-way through the failure condition
     trainer.save_checkpoint(tmp_path / "mid.ckpt")
 
     with pytest.warns(GANMonitorWarning):
@@ -454,7 +457,7 @@ def test_callback_mode_collapse_fires_on_a_generator_that_ignores_its_noise(tmp_
         model, trainer = fit_digits(
             tmp_path, [monitor], epochs=100, return_d_outputs=False, **SCENARIOS["mode-collapse"]
         )
-    assert monitor._fake_source == "probe"
+    assert monitor._watch.fake_source == "probe"
     assert monitor.failure is FailureMode.MODE_COLLAPSE
     assert monitor.stopping_reason is StoppingReason.FAILURE
     assert model.batches_trained == monitor.stopped_batch == 300  # 3 checks, 100 batches apart
@@ -474,7 +477,7 @@ def test_callback_mode_collapse_warns_once_per_stretch_and_can_be_turned_off(tmp
     assert [d.batch for d in monitor.diagnoses] == [20]  # then latched while the collapse lasts
     off = GANMonitor(from_logits=True, diversity_every_n_batches=None, image_every_n_epochs=None)
     fit_digits(tmp_path, [off], epochs=20, **SCENARIOS["mode-collapse"])
-    assert off.failure is None and off._collapse is None
+    assert off.failure is None and off._watch is None
 
 
 def test_callback_best_generator_by_coverage_with_lightnings_model_checkpoint(tmp_path):
@@ -495,7 +498,7 @@ def test_callback_best_generator_by_coverage_with_lightnings_model_checkpoint(tm
     assert len(set(seen.seen)) >= 4  # coverage changed over the run (10 checks, 250 batches)
     assert checkpoint.best_model_score.item() == pytest.approx(max(seen.seen))
     best = torch.load(checkpoint.best_model_path, weights_only=False)
-    assert best["callbacks"][monitor.state_key]["diversity"][3].item() == pytest.approx(max(seen.seen))
+    assert best["callbacks"][monitor.state_key]["diversity"][3] == pytest.approx(max(seen.seen))
 
 
 def test_callback_fixed_latent_batch_and_collapse_count_survive_a_resume(tmp_path):
@@ -510,7 +513,7 @@ def test_callback_fixed_latent_batch_and_collapse_count_survive_a_resume(tmp_pat
         return monitor, trainer
 
     first, trainer = run(seed=0, max_steps=2 * 45)  # two optimizer steps per batch: stops after batch 45
-    assert first._collapse.held.item() == 2 and first.failure is None  # collapsed at the checks of 20 and 40
+    assert first._watch.tracker.held == 2 and first.failure is None  # collapsed at the checks of 20 and 40
     trainer.save_checkpoint(tmp_path / "mid.ckpt")
     resumed, _ = run(seed=123, ckpt_path=tmp_path / "mid.ckpt")  # another seed would draw another latent batch
     assert torch.equal(resumed._fixed_latent, first._fixed_latent)
@@ -545,3 +548,34 @@ def test_callback_non_image_samples_are_skipped_with_one_message(tmp_path, caplo
         )
     skipped = [r for r in caplog.records if "are not images" in r.getMessage()]
     assert len(skipped) == 1 and "`GANMonitor(image_shape=[C, H, W])`" in skipped[0].getMessage()
+
+
+def test_callback_resumes_from_a_checkpoint_written_by_version_0_1(tmp_path):
+    # tests/fixtures/make_v0_1_checkpoint.py wrote it with GANMonitor 0.1 (150 batches of a healthy digits GAN)
+    fixtures = Path(__file__).parent / "fixtures"
+    expected = json.loads((fixtures / "monitor_v0_1.json").read_text())
+    checkpoint = torch.load(fixtures / "monitor_v0_1.ckpt", weights_only=False)
+    monitor = GANMonitor(from_logits=True, patience=100)
+    monitor.load_state_dict(checkpoint["callbacks"][monitor.state_key])
+    assert monitor._batches_seen == expected["batches_seen"] == 150
+    assert monitor.scores == pytest.approx(expected["scores"], abs=1e-7)
+    assert monitor.diversity == pytest.approx(expected["diversity"], abs=1e-7)
+    assert monitor._tracker.held == expected["held"]
+    assert monitor._history.tags == expected["history_tags"]
+
+    # and a resumed run carries on from there: counts continue, the smoothed scores go on from the saved ones
+    resumed = GANMonitor(from_logits=True, patience=100)
+    pl.seed_everything(0)
+    trainer = make_trainer(tmp_path, [resumed], max_epochs=40)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", GANMonitorWarning)  # nothing it could not restore
+        trainer.fit(
+            DigitsGAN(hidden_dim=32), make_dataloader(load_digits_tensor(3)), ckpt_path=fixtures / "monitor_v0_1.ckpt"
+        )
+    assert resumed._batches_seen == 200 and resumed._tracker.batches == 200
+    assert sum(resumed._tracker.regime_batches) == 200
+    assert resumed.failure is None and resumed.summary is not None and resumed.summary.batches == 200
+    batches, _ = resumed._history.series("gan/generator_score")
+    # the saved log points (every 50 batches, then the end of fit), then every 10 batches of the resumed run
+    assert len(batches) == expected["history_points"]["gan/generator_score"] + 5
+    assert batches[-5:] == [160, 170, 180, 190, 200]

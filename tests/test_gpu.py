@@ -39,4 +39,4 @@ def test_gpu_no_host_device_sync_on_ordinary_batches(tmp_path, return_d_outputs)
         return_d_outputs=return_d_outputs,
     )
     assert monitor.ordinary_batches > 50
-    assert monitor._detector.ema.device.type == "cuda"
+    assert monitor._accumulator.buffer.device.type == "cuda"

@@ -25,11 +25,10 @@ def test_packages_each_monitor_is_a_callback_of_its_package_only():
     import pytorch_lightning
 
     from lightning_gan_monitor import GANMonitor
-    from lightning_gan_monitor.callback import GANMonitor as CallbackModuleGANMonitor
     from lightning_gan_monitor.lightning import GANMonitor as LightningGANMonitor
     from lightning_gan_monitor.pytorch_lightning import GANMonitor as PyTorchLightningGANMonitor
 
-    assert GANMonitor is PyTorchLightningGANMonitor is CallbackModuleGANMonitor  # the 0.1 names
+    assert GANMonitor is PyTorchLightningGANMonitor  # the 0.1 name
     assert issubclass(GANMonitor, pytorch_lightning.Callback) and not issubclass(GANMonitor, lightning.pytorch.Callback)
     assert issubclass(LightningGANMonitor, lightning.pytorch.Callback)
     assert not issubclass(LightningGANMonitor, pytorch_lightning.Callback)
@@ -49,7 +48,7 @@ def test_packages_failure_stops_logs_to_tensorboard_and_checkpoints(tmp_path, pa
     pl(package).seed_everything(0)
     model = digits.DigitsGAN(**digits.SCENARIOS["d-dominates"])
     trainer = make_trainer(package, tmp_path, [monitor], max_epochs=40, logger=logger)
-    with pytest.warns(GANMonitorWarning, match="Stopping training") as record:
+    with pytest.warns(GANMonitorWarning, match="Training stopped at batch") as record:
         trainer.fit(model, digits.make_dataloader(digits.load_digits_tensor(3)))
     assert not [w for w in record if "TensorBoard only" in str(w.message)]  # the package's logger is recognised
     assert monitor.failure is FailureMode.DISCRIMINATOR_DOMINATES
@@ -81,7 +80,7 @@ def test_packages_probing_never_changes_training(tmp_path, package):
         trainer.fit(model, digits.make_dataloader(digits.load_digits_tensor(3)))
         results.append(({k: v.clone() for k, v in model.state_dict().items()}, torch.get_rng_state()))
     (plain, rng_plain), (probed, rng_probed) = results
-    assert monitor._resolved_source == "probe" and monitor._batches_seen == 20
+    assert monitor._sources.resolved == "probe" and monitor._batches_seen == 20
     assert {k for k in trainer.callback_metrics if k.startswith("gan/")} == {
         "gan/generator_score",
         "gan/discriminator_score",

@@ -187,7 +187,7 @@ def test_report_draws_diversity_coverage_and_sample_grids_when_logged(tmp_path):
     (ax,) = axes_of(figure, "gan/diversity")
     events = read_events(tmp_path / "collapse")
     for tag in ("gan/diversity", "gan/near_duplicates", "gan/density", "gan/coverage"):
-        assert list(line(ax, tag).get_ydata()) == [e.value for e in events.Scalars(tag)]
+        assert list(line(ax, tag).get_ydata()) == [e.value for e in events.Scalars(tag)]  # float32, as logged
         assert list(line(ax, tag).get_xdata()) == [50, 100, 150, 200]
     labels = [p.get_label() for p in ax.patches] + [line.get_label() for line in ax.lines]
     assert "collapse: diversity < 0.3" in labels and "collapse: near-duplicates > 0.5" in labels
@@ -322,7 +322,7 @@ def test_monitor_plot_draws_its_own_history(runs):
     events = read_events(root / "d-dominates" / "version_0")
     for tag in ("gan/generator_score", "gan/discriminator_score"):
         assert list(line(ax, tag).get_xdata()) == [e.step + 1 for e in events.Scalars(tag)]
-        assert list(line(ax, tag).get_ydata()) == [e.value for e in events.Scalars(tag)]
+        assert list(line(ax, tag).get_ydata()) == [e.value for e in events.Scalars(tag)]  # float32, as logged
     (marker,) = [line for line in ax.lines if line.get_gid() == "diagnosis"]
     assert list(marker.get_xdata()) == [monitor.diagnoses[0].batch] * 2
     texts = "\n".join(t.get_text() for a in figure.axes for t in a.texts)

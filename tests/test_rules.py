@@ -1,28 +1,29 @@
 import subprocess
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+import lightning_gan_monitor
+from lightning_gan_monitor.accumulate import scores_from_stats
+from lightning_gan_monitor.diagnosis import REMEDIES, format_message, parse_message
 from lightning_gan_monitor.functional import gan_score_stats
+from lightning_gan_monitor.history import regime_counts, summarize
 from lightning_gan_monitor.rules import (
-    REMEDIES,
     Converged,
     Diagnosis,
     DiscriminatorDominates,
-    FailureDetector,
     FailureMode,
+    Firing,
     GeneratorDominates,
     NonFinite,
     Rule,
+    ScoreTracker,
     StoppingReason,
     decide,
-    format_message,
-    parse_message,
-    regime_counts,
-    summarize,
 )
 from lightning_gan_monitor.tensorboard import to_markdown
 
@@ -38,26 +39,24 @@ def batch_stats(fake: float | str, real: float) -> torch.Tensor:
     return gan_score_stats(torch.full((16,), real), d_fake)
 
 
+def observed(fake: float | str, real: float) -> tuple[list[float], bool]:
+    """One batch as a check hands it to the rules: its four scores and whether a value was NaN or infinite."""
+    stats = batch_stats(fake, real).tolist()
+    return scores_from_stats(stats), stats[6] > 0
+
+
 def default_rules(patience: int) -> list:
     return [NonFinite(patience=1), DiscriminatorDominates(patience=patience), GeneratorDominates(patience=patience)]
 
 
 def run_rules(sequence, rules, smoothing=0.0, every=1, check=1) -> list[tuple[int, FailureMode | None]]:
-    """Feed per-batch scores through the detector as the callback does: observe every `every` batches, process the
-    observations in windows of `check`, and fire (then latch) the earliest rule of each window."""
-    detector = FailureDetector(rules, smoothing)
-    observed = [(b, s) for b, s in enumerate(sequence, start=1) if b == 1 or b % every == 0]
-    gaps = [b - previous for (b, _), previous in zip(observed, [0] + [b for b, _ in observed])]
+    """Feed per-batch scores through the tracker as the callback does: observe every `every` batches, hand the
+    batches over in windows of `check`, and record every firing."""
+    tracker = ScoreTracker(rules, smoothing)
+    batches = [observed(*s) if b == 1 or b % every == 0 else (None, False) for b, s in enumerate(sequence, start=1)]
     fired = []
-    for start in range(0, len(observed), check):
-        window = observed[start : start + check]
-        stats = torch.stack([batch_stats(*scores) for _, scores in window])
-        n = torch.tensor(gaps[start : start + check])
-        events = detector.update(stats, n)
-        index, _ = decide([events.tolist()], rules)
-        if index >= 0:
-            detector.latch(index)
-            fired.append((int(events[index, 0]), rules[index].failure))
+    for start in range(0, len(batches), check):
+        fired += [(f.batch, f.rule.failure) for f in tracker.update(batches[start : start + check])]
     return fired
 
 
@@ -88,10 +87,9 @@ def test_rules_fire_after_patience_consecutive_batches(sequence, expected, check
     assert run_rules(sequence, default_rules(patience=10), check=check) == expected
 
 
-def test_rules_two_stretches_completed_between_two_checks_are_reported_once():
-    # The documented limit of checking every `check` batches: with patience 10 and a window of 64 batches, three
-    # stretches reach patience inside one window; the first is reported at its exact batch, the middle one is not,
-    # and the last one, still going on, is reported at the next check.
+def test_rules_every_stretch_completed_between_two_checks_is_reported():
+    # With patience 10 and a window of 64 batches, three stretches reach patience inside one window: the host looks
+    # at every batch of the window, so each is reported at its exact batch.
     sequence = [D_DOMINATES] * 30 + [HEALTHY] * 3 + [D_DOMINATES] * 12 + [HEALTHY] * 5 + [D_DOMINATES] * 30
     rules = default_rules(patience=10)
     assert run_rules(sequence, rules, check=1) == [
@@ -99,10 +97,7 @@ def test_rules_two_stretches_completed_between_two_checks_are_reported_once():
         (43, FailureMode.DISCRIMINATOR_DOMINATES),
         (60, FailureMode.DISCRIMINATOR_DOMINATES),
     ]
-    assert run_rules(sequence, rules, check=64) == [
-        (10, FailureMode.DISCRIMINATOR_DOMINATES),
-        (65, FailureMode.DISCRIMINATOR_DOMINATES),  # the third stretch straddles the check: found in the next window
-    ]
+    assert run_rules(sequence, rules, check=64) == run_rules(sequence, rules, check=1)
 
 
 def test_rules_count_batches_not_observations_when_probing():
@@ -142,44 +137,43 @@ def test_rules_smoothing_delays_firing_as_an_ema_would(smoothing, check):
 
 
 def test_rules_batches_without_finite_outputs_keep_the_smoothed_scores():
-    detector = FailureDetector(default_rules(10), smoothing=0.9)
-    detector.update(batch_stats(0.3, 0.7), torch.tensor([1]))
-    before = detector.scores.clone()
-    detector.update(gan_score_stats(torch.full((4,), float("nan")), torch.full((4,), float("nan"))), torch.tensor([1]))
-    assert torch.equal(detector.scores, before)
-    assert detector.held[0].item() == 1  # the NaN batch counts for the non-finite rule
+    tracker = ScoreTracker(default_rules(10), smoothing=0.9)
+    tracker.update([observed(0.3, 0.7)])
+    before = tracker.scores
+    nan = scores_from_stats(gan_score_stats(torch.full((4,), float("nan")), torch.full((4,), float("nan"))).tolist())
+    tracker.update([(nan, True)])
+    assert tracker.scores == before
+    assert tracker.held[0] == 1  # the NaN batch counts for the non-finite rule
 
 
-def test_rules_decide_takes_the_earliest_firing_across_processes():
+def test_rules_decide_orders_firings_by_batch_then_priority_and_says_where_training_stopped():
     rules = default_rules(patience=10)
-    quiet = [-1.0, 0.0, 0.5, 0.5, 0.5, 0.5]
-    g_dom = [[-1.0, 0, 0, 0, 0, 0], [-1.0, 0, 0, 0, 0, 0]]
-    assert decide([[quiet, quiet, [57, 12, 0.95, 0.3, 0, 1]], [quiet, quiet, [53, 10, 0.96, 0.3, 0, 1]]], rules) == (
-        2,
-        1,
-    )
-    # the same batch on two rules: the earlier rule in priority order wins
-    assert decide([[quiet, [40, 10, 0.05, 0.95, 1, 1], [40, 10, 0.95, 0.2, 0, 1]]], rules) == (1, 0)
-    assert decide([[quiet, quiet, quiet], [quiet, *g_dom]], rules) == (-1, -1)
+    scores = dict(zip(("generator_score", "discriminator_score"), (0.05, 0.95)), fake_detection_accuracy=1.0)
+    scores |= {"real_detection_accuracy": 1.0}
+    firings = [Firing(rules[2], 57, 12, scores), Firing(rules[1], 53, 10, scores), Firing(rules[0], 53, 1, scores)]
+    stop, diagnoses = decide(firings, "stop", batch=60, check_every=20)
+    assert stop and [(d.failure, d.batch) for d in diagnoses] == [
+        (FailureMode.DISCRIMINATOR_DOMINATES, 53),
+        (FailureMode.NON_FINITE, 53),
+        (FailureMode.GENERATOR_DOMINATES, 57),
+    ]
+    assert "Training stopped at batch 60, the first check after batch 53" in diagnoses[0].message
+    warn, diagnoses = decide(firings[:1], "warn", batch=60, check_every=20)
+    assert not warn and "Training continues (`on_failure='warn'`)." in diagnoses[0].message
+    over, diagnoses = decide(firings[:1], "stop", batch=60, check_every=20, training_over=True)
+    assert not over and "Training had already reached its end (batch 60)." in diagnoses[0].message
+    assert decide([], "stop", batch=60, check_every=20) == (False, [])
 
 
-def test_rules_detector_state_round_trips():
-    detector = FailureDetector(default_rules(10), smoothing=0.9)
-    detector.update(batch_stats(*D_DOMINATES).expand(7, -1), torch.ones(7, dtype=torch.long))
-    restored = FailureDetector(default_rules(10), smoothing=0.9)
-    assert restored.load_state_dict(detector.state_dict()) == []
-    for name, value in detector.state_dict().items():
-        assert torch.equal(restored.state_dict()[name], value), name
-    # a detector with other rules keeps what it can and reports the rest
-    other = FailureDetector(default_rules(10)[:2], smoothing=0.9)
-    assert other.load_state_dict(detector.state_dict()) == ["held", "latched"]
-
-
-def test_rules_long_windows_are_split_into_chunks():
-    sequence = [HEALTHY] * 30 + [G_DOMINATES] * 170
-    assert run_rules(sequence, default_rules(patience=25), smoothing=0.9, check=200) == run_rules(
-        sequence, default_rules(patience=25), smoothing=0.9, check=1
-    )
+def test_rules_tracker_state_round_trips():
+    tracker = ScoreTracker(default_rules(10), smoothing=0.9)
+    tracker.update([observed(*D_DOMINATES)] * 7)
+    restored = ScoreTracker(default_rules(10), smoothing=0.9)
+    assert restored.load_state_dict(tracker.state_dict()) == []
+    assert restored.state_dict() == tracker.state_dict()
+    # a tracker with other rules keeps what it can and reports the rest
+    other = ScoreTracker(default_rules(10)[:2], smoothing=0.9)
+    assert other.load_state_dict(tracker.state_dict()) == ["held", "latched", "holding", "regime_batches"]
 
 
 def test_rules_messages_state_evidence_and_remedies():
@@ -204,6 +198,10 @@ def test_rules_module_does_not_import_lightning():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+    # and the decision path is plain Python: rules, diagnosis, history and names import no torch
+    for module in ("rules", "diagnosis", "history", "names"):
+        source = (Path(lightning_gan_monitor.__file__).parent / f"{module}.py").read_text()
+        assert "import torch" not in source and "from torch" not in source, module
 
 
 @dataclass(frozen=True)
@@ -230,7 +228,7 @@ SCORES = dict(generator_score=0.97, discriminator_score=0.2, fake_detection_accu
     ],
 )
 def test_rules_parse_message_reads_back_what_format_message_wrote(rule):
-    message = format_message(rule, 1234, 56, SCORES, note=" (on at least one process)")
+    message = format_message(rule, 1234, 56, SCORES, note="Training stopped at batch 1240.")
     assert parse_message(message) == (rule.failure, 1234, 56)
     assert parse_message(to_markdown(message)) == (rule.failure, 1234, 56)  # as TensorBoard's text holds it
     assert {m for m in FailureMode} == {FailureMode.MODE_COLLAPSE, *(r.failure for r in default_rules(1))}
@@ -243,22 +241,17 @@ def test_rules_parse_message_rejects_other_text():
         parse_message("Exploded after 3 training batches: for the last 3 batches (since batch 1)")
 
 
-def test_rules_detector_counts_batches_per_regime_by_priority():
+def test_rules_tracker_counts_batches_per_regime_by_priority():
     rules = [*default_rules(patience=1000), Converged(patience=1000, tolerance=0.5)]  # converged holds always
-    detector = FailureDetector(rules, smoothing=0.0)
+    tracker = ScoreTracker(rules, smoothing=0.0)
     sequence = [HEALTHY] * 7 + [D_DOMINATES] * 5 + [NAN] * 2 + [G_DOMINATES] * 4 + [HEALTHY] * 3
-    stats = torch.stack([batch_stats(*scores) for scores in sequence])
-    detector.update(stats[:10], torch.ones(10, dtype=torch.long))
-    detector.update(stats[10:], torch.full((11,), 3))  # as if probed every 3 batches: each stands for 3
+    tracker.update([observed(*scores) for scores in sequence[:10]])
+    # as if probed every 3 batches from here on: the two batches after each observation are not observed
+    tracker.update([x for scores in sequence[10:] for x in (observed(*scores), (None, False), (None, False))])
     # a NaN batch keeps the last smoothed scores (D dominating) but counts as non-finite, which comes first
     expected = {"balanced": 7 + 9, "discriminator dominating": 3 + 2 * 3, "generator dominating": 12}
     expected |= {"non-finite": 6, "collapsed": None}
-    assert regime_counts(rules, detector.regime_batches.tolist()) == expected
-    restored = FailureDetector(rules, smoothing=0.0)
-    restored.load_state_dict(detector.state_dict())
-    assert torch.equal(restored.regime_batches, detector.regime_batches)
-    older = {k: v for k, v in detector.state_dict().items() if k != "regime_batches"}  # a 0.1 checkpoint
-    assert FailureDetector(rules, smoothing=0.0).load_state_dict(older) == []
+    assert regime_counts(rules, tracker.regime_batches) == expected
 
 
 def test_rules_summary_says_how_the_run_went():
