@@ -88,7 +88,12 @@ class BatchTimer(pl.Callback):
 
 
 def trainer(
-    callbacks: list, max_steps: int = -1, max_epochs: int = -1, logger: Any = False, **kwargs: Any
+    callbacks: list,
+    max_steps: int = -1,
+    max_epochs: int = -1,
+    logger: Any = False,
+    log_every_n_steps: int = 50,
+    **kwargs: Any,
 ) -> pl.Trainer:
     return pl.Trainer(
         callbacks=callbacks,
@@ -99,7 +104,7 @@ def trainer(
         enable_model_summary=False,
         enable_checkpointing=False,
         num_sanity_val_steps=0,
-        log_every_n_steps=50,
+        log_every_n_steps=log_every_n_steps,
         **kwargs,
     )
 

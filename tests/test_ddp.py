@@ -84,6 +84,14 @@ def _smoothing_lag(logit: float, smoothing: float) -> int:
     return j
 
 
+def _expected_scores(d_real: torch.Tensor, d_fake: torch.Tensor) -> dict[str, float]:
+    """The four scores of logits, in float64 (the reference the logged float32 values are held to)."""
+    real, fake = torch.sigmoid(d_real.double()), torch.sigmoid(d_fake.double())
+    values = (fake.mean(), 0.5 * real.mean() + 0.5 * (1 - fake.mean()), (fake < 0.5).double().mean())
+    values += ((real >= 0.5).double().mean(),)
+    return {f"gan/{name}": v.item() for name, v in zip(SCORE_NAMES, values)}
+
+
 def _replay_stop(reports: list[dict[str, Any]], check_every: int) -> int | None:
     """Where "discriminator dominates" should fire, replaying the rule on the global batches' outputs (float64)."""
     held = 0
@@ -157,7 +165,7 @@ def test_ddp_logged_scores_are_synced(tmp_path: Path) -> None:
     window = slice(log_batches[-2], log_batches[-1])  # batches log_batches[-2] + 1 .. log_batches[-1], 0-based
     d_real = torch.cat([r["outputs"]["d_real"][window] for r in reports])
     d_fake = torch.cat([r["outputs"]["d_fake"][window] for r in reports])
-    expected = {f"gan/{k}": v.item() for k, v in gan_scores(d_real, d_fake, from_logits=True).items()}
+    expected = _expected_scores(d_real, d_fake)
     assert rank0["callback_metrics"] == pytest.approx(expected, abs=1e-6)
 
     # The ranks saw different data, so the synced value is not one rank's own.
@@ -200,7 +208,7 @@ def test_ddp_spawn_and_fork_stop_together_sync_scores_and_count_once(tmp_path, s
     for end, logged0, logged1 in zip(rank0["log_batches"], rank0["logged"], rank1["logged"]):
         d_real = torch.cat([r["outputs"]["d_real"][start:end] for r in reports])
         d_fake = torch.cat([r["outputs"]["d_fake"][start:end] for r in reports])
-        expected = {f"gan/{k}": v.item() for k, v in gan_scores(d_real, d_fake, from_logits=True).items()}
+        expected = _expected_scores(d_real, d_fake)
         assert logged0 == logged1 == pytest.approx(expected, abs=1e-6), end
         start = end
 
