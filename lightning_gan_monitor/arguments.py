@@ -1,12 +1,14 @@
-"""The monitor's constructor arguments, checked up front with messages that name them (plain Python)."""
+"""The monitor's constructor arguments: their defaults, their documentation, and checks whose messages name them."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, Literal
 
-__all__ = ["check_arguments"]
+from torch import Tensor, nn
+
+__all__ = ["MonitorArguments", "check_arguments"]
 
 
 def _positive_int(name: str, value: Any, allow_none: bool = False) -> None:
@@ -143,3 +145,176 @@ def check_arguments(arguments: Mapping[str, Any]) -> None:
         or not a.image_range[0] < a.image_range[1]
     ):
         raise ValueError(f"`image_range` must be (low, high) with low < high, or None, got {a.image_range!r}")
+
+
+#: Default `check_every_n_batches`: how often the buffer is read back and the rules run (benchmarks/RESULTS.md).
+DEFAULT_CHECK_EVERY = 20
+#: Defaults of the mode-collapse rule, calibrated on healthy and collapsing runs (benchmarks/RESULTS.md).
+DEFAULT_DIVERSITY_EVERY = 100
+DEFAULT_COLLAPSE_DIVERSITY_BELOW = 0.2
+DEFAULT_COLLAPSE_NEAR_DUPLICATES_ABOVE = 0.5
+DEFAULT_COLLAPSE_PATIENCE = 3
+
+
+class MonitorArguments:
+    """The monitor's arguments: checked up front, each kept as a public attribute of the same name.
+
+    The base of :class:`~lightning_gan_monitor.callback.GANMonitorBase`, which builds its parts in :meth:`_build`.
+    """
+
+    def __init__(
+        self,
+        patience: int = 100,
+        from_logits: bool = False,
+        on_failure: Literal["stop", "warn"] = "stop",
+        source: Literal["auto", "outputs", "probe"] = "auto",
+        d_real_key: str = "d_real",
+        d_fake_key: str = "d_fake",
+        probe_every_n_batches: int = 10,
+        probe_batch_size: int | None = None,
+        generator_attr: str = "generator",
+        discriminator_attr: str = "discriminator",
+        latent_dim: int | list[int] | None = None,
+        real_key: int | str = 0,
+        seed: int = 0,
+        smoothing: float = 0.9,
+        d_dominates_generator_below: float = 0.1,
+        d_dominates_discriminator_above: float = 0.9,
+        g_dominates_generator_above: float = 0.9,
+        check_finite: bool = True,
+        non_finite_patience: int = 1,
+        stop_on_convergence: bool = False,
+        convergence_tolerance: float = 0.05,
+        convergence_patience: int | None = None,
+        check_every_n_batches: int | None = None,
+        log_every_n_batches: int | None = None,
+        verbose: bool = True,
+        fake_key: str = "fake",
+        feature_extractor: nn.Module | Callable[[Tensor], Tensor] | None = None,
+        diversity_every_n_batches: int | None = DEFAULT_DIVERSITY_EVERY,
+        diversity_samples: int = 256,
+        real_reservoir_size: int = 512,
+        nearest_k: int = 5,
+        near_duplicate_factor: float = 0.25,
+        collapse_diversity_below: float | None = DEFAULT_COLLAPSE_DIVERSITY_BELOW,
+        collapse_near_duplicates_above: float | None = DEFAULT_COLLAPSE_NEAR_DUPLICATES_ABOVE,
+        collapse_coverage_below: float | None = None,
+        collapse_patience: int = DEFAULT_COLLAPSE_PATIENCE,
+        image_every_n_epochs: int | None = 10,
+        image_shape: list[int] | None = None,
+        num_image_samples: int = 64,
+        image_range: tuple[float, float] | None = (-1.0, 1.0),
+    ) -> None:
+        """Check and keep the arguments, then build the monitor's parts.
+
+        Args:
+            patience: consecutive training batches a failure condition must hold before its rule fires.
+            from_logits: the discriminator outputs logits (no sigmoid at its end); a sigmoid is applied first.
+            on_failure: ``"stop"`` sets ``trainer.should_stop`` when a failure rule fires; ``"warn"`` only reports.
+            source: where D's outputs come from: ``"auto"`` (the training step's outputs if they hold the keys, else
+                probing), ``"outputs"`` or ``"probe"``.
+            d_real_key: key of D's outputs on the real batch in the mapping returned by ``training_step``.
+            d_fake_key: key of D's outputs on the generated batch in that mapping.
+            probe_every_n_batches: when probing, probe once every this many training batches.
+            probe_batch_size: latent vectors per probe; None uses the real batch's size.
+            generator_attr: attribute of the LightningModule holding the generator (used when probing).
+            discriminator_attr: attribute of the LightningModule holding the discriminator (used when probing).
+            latent_dim: shape of one latent vector, an int (``(B, latent_dim)``) or a sequence such as ``[100, 1, 1]``;
+                None reads ``pl_module.hparams.latent_dim``, then ``pl_module.latent_dim``.
+            real_key: which part of a batch holds the real samples: an index into a tuple/list batch or a key into a
+                dict batch; a tensor batch is used whole.
+            seed: seed of the monitor's own random generator for the probe's latent vectors.
+            smoothing: decay of the exponential moving average the rules look at (0: no smoothing; 0.9 averages over
+                about 10 observations).
+            d_dominates_generator_below: "discriminator dominates" needs the smoothed generator score below this...
+            d_dominates_discriminator_above: ...and the smoothed discriminator score above this.
+            g_dominates_generator_above: "generator dominates" when the smoothed generator score is above this.
+            check_finite: stop (or warn) when D's outputs or the losses become NaN or infinite.
+            non_finite_patience: consecutive batches with non-finite values before that rule fires.
+            stop_on_convergence: also stop, as a success, once the smoothed fake-detection accuracy has stayed within
+                ``convergence_tolerance`` of 0.5 for ``convergence_patience`` batches (D is no better than chance).
+            convergence_tolerance: see ``stop_on_convergence``.
+            convergence_patience: see ``stop_on_convergence``; None uses ``patience``.
+            check_every_n_batches: process the batches seen since the last check and decide every this many batches
+                (and on the first batch and at each log point); None is 20. A diagnosis names the exact batch at which
+                a rule's patience ran out; training stops at the check, up to this many batches later.
+            log_every_n_batches: log the scores, averaged over the batches since the last log, every this many
+                batches; None follows ``Trainer(log_every_n_steps=...)``.
+            verbose: report a success stop, set-up choices (which source is used) and the end-of-fit summary on rank
+                zero.
+            fake_key: key of generated samples in the mapping ``training_step`` returns, for the diversity metrics;
+                without it the monitor runs ``pl_module.<generator_attr>`` on latent vectors from its own generator.
+            feature_extractor: an ``nn.Module`` or callable mapping a batch of samples to (n, d) feature vectors, in
+                which the diversity metrics measure distances (default: the flattened samples). With an ``nn.Module``
+                the monitor also logs ``gan/fid`` and ``gan/kid`` through ``torchmetrics.image`` on the same features.
+            diversity_every_n_batches: measure ``gan/diversity``, ``gan/near_duplicates``, ``gan/density`` and
+                ``gan/coverage`` (O(n^2) in the samples) and apply the mode-collapse rule every this many batches; None
+                turns them off.
+            diversity_samples: generated samples per diversity check (the latest ones from ``training_step``, or one
+                probe of that many).
+            real_reservoir_size: most real samples kept (a uniform sample of the first epoch of each fit) as the
+                diversity metrics' reference.
+            nearest_k: the k of density and coverage (Naeem et al. 2020 use 5).
+            near_duplicate_factor: a generated sample is a near-duplicate if its nearest generated neighbour is at most
+                this times the real samples' median nearest-neighbour distance away.
+            collapse_diversity_below: mode collapse when the diversity ratio is below this (None: not used)...
+            collapse_near_duplicates_above: ...or the near-duplicate rate above this (None: not used)...
+            collapse_coverage_below: ...or the coverage below this (None, the default: not used)...
+            collapse_patience: ...at this many consecutive diversity checks.
+            image_every_n_epochs: log a grid of ``G(z)`` for a fixed latent batch to TensorBoard as ``gan/samples``
+                every this many epochs (and real samples once as ``gan/real_samples``); None turns the grids off.
+            image_shape: shape of one sample as an image, ``[C, H, W]`` or ``[H, W]``, for flat samples (e.g.
+                ``[1, 8, 8]``); None shows (N, C, H, W) samples with C in 1, 3 or 4 and skips other data.
+            num_image_samples: images per grid (the size of the fixed latent batch).
+            image_range: sample values shown as black and white, ``(low, high)``; None scales each grid to its own
+                range.
+
+        Raises:
+            ValueError: for an argument outside its allowed values (the message names it).
+        """
+        super().__init__()
+        check_arguments({k: v for k, v in locals().items() if k not in ("self", "__class__")})
+        self.patience = patience
+        self.from_logits = from_logits
+        self.on_failure = on_failure
+        self.source = source
+        self.d_real_key = d_real_key
+        self.d_fake_key = d_fake_key
+        self.probe_every_n_batches = probe_every_n_batches
+        self.probe_batch_size = probe_batch_size
+        self.generator_attr = generator_attr
+        self.discriminator_attr = discriminator_attr
+        self.latent_dim = latent_dim
+        self.real_key = real_key
+        self.seed = seed
+        self.smoothing = float(smoothing)
+        self.d_dominates_generator_below = float(d_dominates_generator_below)
+        self.d_dominates_discriminator_above = float(d_dominates_discriminator_above)
+        self.g_dominates_generator_above = float(g_dominates_generator_above)
+        self.check_finite = check_finite
+        self.non_finite_patience = non_finite_patience
+        self.stop_on_convergence = stop_on_convergence
+        self.convergence_tolerance = float(convergence_tolerance)
+        self.convergence_patience = convergence_patience
+        self.check_every_n_batches = check_every_n_batches
+        self.log_every_n_batches = log_every_n_batches
+        self.verbose = verbose
+        self.fake_key = fake_key
+        self.feature_extractor = feature_extractor
+        self.diversity_every_n_batches = diversity_every_n_batches
+        self.diversity_samples = diversity_samples
+        self.real_reservoir_size = real_reservoir_size
+        self.nearest_k = nearest_k
+        self.near_duplicate_factor = float(near_duplicate_factor)
+        self.collapse_diversity_below = collapse_diversity_below
+        self.collapse_near_duplicates_above = collapse_near_duplicates_above
+        self.collapse_coverage_below = collapse_coverage_below
+        self.collapse_patience = collapse_patience
+        self.image_every_n_epochs = image_every_n_epochs
+        self.image_shape = list(image_shape) if image_shape is not None else None
+        self.num_image_samples = num_image_samples
+        self.image_range = tuple(image_range) if image_range is not None else None
+        self._build()
+
+    def _build(self) -> None:
+        """Build what depends on the arguments (the callback's trackers, sources and buffers)."""

@@ -10,20 +10,28 @@ host values go to every logger. This module imports neither Lightning package (s
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 from array import array
-from collections.abc import Callable
 from dataclasses import asdict
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import torch
 from lightning_utilities.core.rank_zero import rank_zero_info, rank_zero_warn
-from torch import Tensor, nn
+from torch import Tensor
 from typing_extensions import override
 
 from lightning_gan_monitor import tensorboard
 from lightning_gan_monitor.accumulate import Accumulator, scores_from_stats
-from lightning_gan_monitor.arguments import check_arguments
+from lightning_gan_monitor.arguments import (  # noqa: F401  (the defaults are public here too, as in 0.1)
+    DEFAULT_CHECK_EVERY,
+    DEFAULT_COLLAPSE_DIVERSITY_BELOW,
+    DEFAULT_COLLAPSE_NEAR_DUPLICATES_ABOVE,
+    DEFAULT_COLLAPSE_PATIENCE,
+    DEFAULT_DIVERSITY_EVERY,
+    MonitorArguments,
+)
+from lightning_gan_monitor.compat import from_version_1
 from lightning_gan_monitor.diagnosis import Diagnosis, FailureMode, GANMonitorWarning, StoppingReason
 from lightning_gan_monitor.diversity import DiversityWatch, pack_generators, unpack_generators
 from lightning_gan_monitor.history import RunSummary, ScoreHistory, collapsed_batches, regime_counts, summarize
@@ -47,39 +55,17 @@ if TYPE_CHECKING:
 
 __all__ = ["GANMonitorBase", "GANMonitorWarning"]
 
-#: Default `check_every_n_batches`: how often the buffer is read back and the rules run (benchmarks/RESULTS.md).
-DEFAULT_CHECK_EVERY = 20
-#: Defaults of the mode-collapse rule, calibrated on healthy and collapsing runs (benchmarks/RESULTS.md).
-DEFAULT_DIVERSITY_EVERY = 100
-DEFAULT_COLLAPSE_DIVERSITY_BELOW = 0.2
-DEFAULT_COLLAPSE_NEAR_DUPLICATES_ABOVE = 0.5
-DEFAULT_COLLAPSE_PATIENCE = 3
 #: The arguments saved with a checkpoint (and written to TensorBoard) to tell a resumed run what changed.
 _CONFIG_KEYS = (
-    "patience",
-    "from_logits",
-    "smoothing",
-    "d_dominates_generator_below",
-    "d_dominates_discriminator_above",
-    "g_dominates_generator_above",
-    "check_finite",
-    "non_finite_patience",
-    "stop_on_convergence",
-    "convergence_tolerance",
-    "convergence_patience",
-    "diversity_every_n_batches",
-    "diversity_samples",
-    "real_reservoir_size",
-    "nearest_k",
-    "near_duplicate_factor",
-    "collapse_diversity_below",
-    "collapse_near_duplicates_above",
-    "collapse_coverage_below",
-    "collapse_patience",
+    *("patience", "from_logits", "smoothing", "d_dominates_generator_below", "d_dominates_discriminator_above"),
+    *("g_dominates_generator_above", "check_finite", "non_finite_patience", "stop_on_convergence"),
+    *("convergence_tolerance", "convergence_patience", "diversity_every_n_batches", "diversity_samples"),
+    *("real_reservoir_size", "nearest_k", "near_duplicate_factor", "collapse_diversity_below"),
+    *("collapse_near_duplicates_above", "collapse_coverage_below", "collapse_patience"),
 )
 
 
-class GANMonitorBase:
+class GANMonitorBase(MonitorArguments):
     r"""Watch a GAN while it trains: scores, failure diagnoses with remedies, and early stopping.
 
     This is the implementation shared by the callback of each Lightning package; use the one of yours:
@@ -99,66 +85,6 @@ class GANMonitorBase:
     buffer, with no host-device synchronisation); every ``check_every_n_batches`` the buffer is read back once and
     the rules run as plain Python over those numbers, so training stops up to that many batches after a rule's
     patience ran out (the diagnosis names both batches).
-
-    Args:
-        patience: consecutive training batches a failure condition must hold before its rule fires.
-        from_logits: the discriminator outputs logits (no sigmoid at its end); a sigmoid is applied first.
-        on_failure: ``"stop"`` sets ``trainer.should_stop`` when a failure rule fires; ``"warn"`` only reports.
-        source: where D's outputs come from: ``"auto"`` (the training step's outputs if they hold the keys, else
-            probing), ``"outputs"`` or ``"probe"``.
-        d_real_key: key of D's outputs on the real batch in the mapping returned by ``training_step``.
-        d_fake_key: key of D's outputs on the generated batch in that mapping.
-        probe_every_n_batches: when probing, probe once every this many training batches.
-        probe_batch_size: latent vectors per probe; None uses the real batch's size.
-        generator_attr: attribute of the LightningModule holding the generator (used when probing).
-        discriminator_attr: attribute of the LightningModule holding the discriminator (used when probing).
-        latent_dim: shape of one latent vector, an int (``(B, latent_dim)``) or a sequence such as ``[100, 1, 1]``;
-            None reads ``pl_module.hparams.latent_dim``, then ``pl_module.latent_dim``.
-        real_key: which part of a batch holds the real samples: an index into a tuple/list batch or a key into a
-            dict batch; a tensor batch is used whole.
-        seed: seed of the monitor's own random generator for the probe's latent vectors.
-        smoothing: decay of the exponential moving average the rules look at (0: no smoothing; 0.9 averages over
-            about 10 observations).
-        d_dominates_generator_below: "discriminator dominates" needs the smoothed generator score below this...
-        d_dominates_discriminator_above: ...and the smoothed discriminator score above this.
-        g_dominates_generator_above: "generator dominates" when the smoothed generator score is above this.
-        check_finite: stop (or warn) when D's outputs or the losses become NaN or infinite.
-        non_finite_patience: consecutive batches with non-finite values before that rule fires.
-        stop_on_convergence: also stop, as a success, once the smoothed fake-detection accuracy has stayed within
-            ``convergence_tolerance`` of 0.5 for ``convergence_patience`` batches (D is no better than chance).
-        convergence_tolerance: see ``stop_on_convergence``.
-        convergence_patience: see ``stop_on_convergence``; None uses ``patience``.
-        check_every_n_batches: process the batches seen since the last check and decide every this many batches
-            (and on the first batch and at each log point); None is 20. A diagnosis names the exact batch at which
-            a rule's patience ran out; training stops at the check, up to this many batches later.
-        log_every_n_batches: log the scores, averaged over the batches since the last log, every this many
-            batches; None follows ``Trainer(log_every_n_steps=...)``.
-        verbose: report a success stop, set-up choices (which source is used) and the end-of-fit summary on rank zero.
-        fake_key: key of generated samples in the mapping ``training_step`` returns, for the diversity metrics;
-            without it the monitor runs ``pl_module.<generator_attr>`` on latent vectors from its own generator.
-        feature_extractor: an ``nn.Module`` or callable mapping a batch of samples to (n, d) feature vectors, in
-            which the diversity metrics measure distances (default: the flattened samples). With an ``nn.Module``
-            the monitor also logs ``gan/fid`` and ``gan/kid`` through ``torchmetrics.image`` on the same features.
-        diversity_every_n_batches: measure ``gan/diversity``, ``gan/near_duplicates``, ``gan/density`` and
-            ``gan/coverage`` (O(n^2) in the samples) and apply the mode-collapse rule every this many batches; None
-            turns them off.
-        diversity_samples: generated samples per diversity check (the latest ones from ``training_step``, or one
-            probe of that many).
-        real_reservoir_size: most real samples kept (a uniform sample of the first epoch of each fit) as the
-            diversity metrics' reference.
-        nearest_k: the k of density and coverage (Naeem et al. 2020 use 5).
-        near_duplicate_factor: a generated sample is a near-duplicate if its nearest generated neighbour is at most
-            this times the real samples' median nearest-neighbour distance away.
-        collapse_diversity_below: mode collapse when the diversity ratio is below this (None: not used)...
-        collapse_near_duplicates_above: ...or the near-duplicate rate above this (None: not used)...
-        collapse_coverage_below: ...or the coverage below this (None, the default: not used)...
-        collapse_patience: ...at this many consecutive diversity checks.
-        image_every_n_epochs: log a grid of ``G(z)`` for a fixed latent batch to TensorBoard as ``gan/samples`` every
-            this many epochs (and real samples once as ``gan/real_samples``); None turns the grids off.
-        image_shape: shape of one sample as an image, ``[C, H, W]`` or ``[H, W]``, for flat samples (e.g.
-            ``[1, 8, 8]``); None shows (N, C, H, W) samples with C in 1, 3 or 4 and skips other data.
-        num_image_samples: images per grid (the size of the fixed latent batch).
-        image_range: sample values shown as black and white, ``(low, high)``; None scales each grid to its own range.
 
     Raises:
         ValueError: for an argument outside its allowed values (the message names it).
@@ -186,108 +112,24 @@ class GANMonitorBase:
 
     """
 
-    def __init__(
-        self,
-        patience: int = 100,
-        from_logits: bool = False,
-        on_failure: Literal["stop", "warn"] = "stop",
-        source: Literal["auto", "outputs", "probe"] = "auto",
-        d_real_key: str = "d_real",
-        d_fake_key: str = "d_fake",
-        probe_every_n_batches: int = 10,
-        probe_batch_size: int | None = None,
-        generator_attr: str = "generator",
-        discriminator_attr: str = "discriminator",
-        latent_dim: int | list[int] | None = None,
-        real_key: int | str = 0,
-        seed: int = 0,
-        smoothing: float = 0.9,
-        d_dominates_generator_below: float = 0.1,
-        d_dominates_discriminator_above: float = 0.9,
-        g_dominates_generator_above: float = 0.9,
-        check_finite: bool = True,
-        non_finite_patience: int = 1,
-        stop_on_convergence: bool = False,
-        convergence_tolerance: float = 0.05,
-        convergence_patience: int | None = None,
-        check_every_n_batches: int | None = None,
-        log_every_n_batches: int | None = None,
-        verbose: bool = True,
-        fake_key: str = "fake",
-        feature_extractor: nn.Module | Callable[[Tensor], Tensor] | None = None,
-        diversity_every_n_batches: int | None = DEFAULT_DIVERSITY_EVERY,
-        diversity_samples: int = 256,
-        real_reservoir_size: int = 512,
-        nearest_k: int = 5,
-        near_duplicate_factor: float = 0.25,
-        collapse_diversity_below: float | None = DEFAULT_COLLAPSE_DIVERSITY_BELOW,
-        collapse_near_duplicates_above: float | None = DEFAULT_COLLAPSE_NEAR_DUPLICATES_ABOVE,
-        collapse_coverage_below: float | None = None,
-        collapse_patience: int = DEFAULT_COLLAPSE_PATIENCE,
-        image_every_n_epochs: int | None = 10,
-        image_shape: list[int] | None = None,
-        num_image_samples: int = 64,
-        image_range: tuple[float, float] | None = (-1.0, 1.0),
-    ) -> None:
-        super().__init__()
-        check_arguments({k: v for k, v in locals().items() if k not in ("self", "__class__")})
-        self.patience = patience
-        self.from_logits = from_logits
-        self.on_failure = on_failure
-        self.source = source
-        self.d_real_key = d_real_key
-        self.d_fake_key = d_fake_key
-        self.probe_every_n_batches = probe_every_n_batches
-        self.probe_batch_size = probe_batch_size
-        self.generator_attr = generator_attr
-        self.discriminator_attr = discriminator_attr
-        self.latent_dim = latent_dim
-        self.real_key = real_key
-        self.seed = seed
-        self.smoothing = float(smoothing)
-        self.d_dominates_generator_below = float(d_dominates_generator_below)
-        self.d_dominates_discriminator_above = float(d_dominates_discriminator_above)
-        self.g_dominates_generator_above = float(g_dominates_generator_above)
-        self.check_finite = check_finite
-        self.non_finite_patience = non_finite_patience
-        self.stop_on_convergence = stop_on_convergence
-        self.convergence_tolerance = float(convergence_tolerance)
-        self.convergence_patience = convergence_patience
-        self.check_every_n_batches = check_every_n_batches
-        self.log_every_n_batches = log_every_n_batches
-        self.verbose = verbose
-        self.fake_key = fake_key
-        self.feature_extractor = feature_extractor
-        self.diversity_every_n_batches = diversity_every_n_batches
-        self.diversity_samples = diversity_samples
-        self.real_reservoir_size = real_reservoir_size
-        self.nearest_k = nearest_k
-        self.near_duplicate_factor = float(near_duplicate_factor)
-        self.collapse_diversity_below = collapse_diversity_below
-        self.collapse_near_duplicates_above = collapse_near_duplicates_above
-        self.collapse_coverage_below = collapse_coverage_below
-        self.collapse_patience = collapse_patience
-        self.image_every_n_epochs = image_every_n_epochs
-        self.image_shape = list(image_shape) if image_shape is not None else None
-        self.num_image_samples = num_image_samples
-        self.image_range = tuple(image_range) if image_range is not None else None
-
+    @override
+    def _build(self) -> None:
         self._tracker = ScoreTracker(self._build_rules(), self.smoothing)
-        self._sources = Sources(
-            source, d_real_key, d_fake_key, fake_key, probe_every_n_batches, probe_batch_size, generator_attr,
-            discriminator_attr, latent_dim, real_key, seed, verbose,
-        )  # fmt: skip
+        keys = (self.d_real_key, self.d_fake_key, self.fake_key)
+        probe = (self.probe_every_n_batches, self.probe_batch_size, self.generator_attr, self.discriminator_attr)
+        self._sources = Sources(self.source, *keys, *probe, self.latent_dim, self.real_key, self.seed, self.verbose)
         self._watch: DiversityWatch | None = None
-        if diversity_every_n_batches is not None:
-            thresholds = (collapse_diversity_below, collapse_near_duplicates_above, collapse_coverage_below)
+        every = self.diversity_every_n_batches
+        if every is not None:
+            thresholds = (self.collapse_diversity_below, self.collapse_near_duplicates_above)
+            thresholds += (self.collapse_coverage_below,)
             collapse = None
             if any(t is not None for t in thresholds):
-                collapse = ModeCollapse(collapse_patience, *thresholds, every=diversity_every_n_batches)
-            self._watch = DiversityWatch(
-                diversity_every_n_batches, diversity_samples, real_reservoir_size, nearest_k, near_duplicate_factor,
-                feature_extractor, collapse, seed,
-            )  # fmt: skip
-        self._accumulator = Accumulator(check_every_n_batches or DEFAULT_CHECK_EVERY, from_logits)
+                collapse = ModeCollapse(self.collapse_patience, *thresholds, every=every)
+            samples = (self.diversity_samples, self.real_reservoir_size, self.nearest_k, self.near_duplicate_factor)
+            names = (self.real_key, self.fake_key, self.generator_attr, self.verbose)
+            self._watch = DiversityWatch(every, *samples, self.feature_extractor, collapse, self.seed, *names)
+        self._accumulator = Accumulator(self.check_every_n_batches or DEFAULT_CHECK_EVERY, self.from_logits)
         self._reset_run_state()
 
     # ------------------------------------------------------------------ configuration and state
@@ -416,7 +258,15 @@ class GANMonitorBase:
                 self._real_images = real_samples(batch, self.real_key)[: self.num_image_samples].detach().clone()
         firings = []
         if self._watch is not None:
-            firings = self._watch_diversity(trainer, pl_module, observation, batch, batch_idx)
+            fake = observation.fake if observation is not None else None
+            problem = self._sources.probe_problem
+            values = self._watch.step(
+                batch, fake, batch_idx, seen, problem, functools.partial(self._sources.generate, pl_module)
+            )
+            if values is not None:
+                named = {f"gan/{k}": v for k, v in values.items()}
+                self._log_values(trainer, named, trainer.callback_metrics)
+                firings = [f for f in [self._watch.judge(values, seen)] if f is not None]
         log = bool(self._log_every) and seen % self._log_every == 0
         if log or firings or seen == 1 or seen % self._check_every == 0:
             self._check(trainer, pl_module, log=log, firings=firings)
@@ -457,10 +307,10 @@ class GANMonitorBase:
         firings: list[Firing] | None = None,
         training_over: bool = False,
     ) -> None:
-        if log and self.check_finite and not training_over:
+        metrics = trainer.callback_metrics if log else None  # read once: Lightning builds it on every read
+        if metrics is not None and self.check_finite and not training_over:
             # losses logged with `self.log` but not returned: dated to this batch, the one that logged them
-            logged = [v for k, v in trainer.callback_metrics.items() if "loss" in k and isinstance(v, Tensor)]
-            self._accumulator.add_losses(logged)
+            self._accumulator.add_losses([v for k, v in metrics.items() if "loss" in k and isinstance(v, Tensor)])
         # One collective (under DDP) and one read-back; every rank then decides from the same numbers.
         gather = trainer.strategy.all_gather if trainer.world_size > 1 else None
         batches = self._accumulator.read(gather)
@@ -474,8 +324,10 @@ class GANMonitorBase:
         fired = [*self._tracker.update(observed), *(firings or [])]
         for b in batches:
             self._log_stats = [total + value for total, value in zip(self._log_stats, b.stats)]
-        if log:
-            self._log_scores(trainer, pl_module, callback_metrics=not training_over)
+        if metrics is not None:
+            stats, self._log_stats = self._log_stats, [0.0] * NUM_STATS
+            values = dict(zip((f"gan/{name}" for name in SCORE_NAMES), scores_from_stats(stats)))
+            self._log_values(trainer, values, metrics)
         should_stop, diagnoses = decide(fired, self.on_failure, self._batches_seen, self._check_every, training_over)
         for diagnosis in diagnoses:
             self._report(trainer, diagnosis, should_stop)
@@ -498,15 +350,8 @@ class GANMonitorBase:
             for writer in self._tensorboard_writers(trainer):
                 tensorboard.write_diagnosis(writer, diagnosis.message, self._batches_seen)
 
-    def _log_scores(self, trainer: pl.Trainer, pl_module: pl.LightningModule, callback_metrics: bool) -> None:
-        stats, self._log_stats = self._log_stats, [0.0] * NUM_STATS
-        values = dict(zip((f"gan/{name}" for name in SCORE_NAMES), scores_from_stats(stats)))
-        self._log_values(trainer, pl_module, values, callback_metrics)
-
-    def _log_values(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, values: dict[str, float], callback_metrics: bool
-    ) -> None:
-        """Log host floats to every logger and the history; NaN/inf values are left out."""
+    def _log_values(self, trainer: pl.Trainer, values: dict[str, float], metrics: dict[str, Any]) -> None:
+        """Log host floats to every logger, the history and ``metrics``; NaN/inf values are left out."""
         # rounded to float32, as `trainer.callback_metrics` holds them, so every logger shows the same number
         values = {k: v for k, v in zip(values, array("f", values.values()).tolist()) if math.isfinite(v)}
         if not values:
@@ -515,40 +360,11 @@ class GANMonitorBase:
         step = self._batches_seen - 1  # Lightning logs `self.log` values of batch k at step k - 1
         for logger in trainer.loggers:
             logger.log_metrics(dict(values), step=step)
-        if callback_metrics:
-            # Also in `trainer.callback_metrics`, for `ModelCheckpoint(monitor="gan/coverage", mode="max")` and the
-            # progress bar (Lightning allows `self.log` in this hook, not at the end of fit).
-            pl_module.log_dict(values, on_step=True, on_epoch=False, logger=False, batch_size=1)
+        # `trainer.callback_metrics` (the dict it returns persists) for `ModelCheckpoint(monitor="gan/coverage")` and
+        # `EarlyStopping`: what `self.log(..., logger=False)` would put there, without its cost (about 1 ms).
+        metrics.update({k: torch.tensor(v) for k, v in values.items()})
 
     # ------------------------------------------------------------------ diversity, mode collapse, image grids
-
-    def _watch_diversity(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, observation: Any, batch: Any, batch_idx: int
-    ) -> list[Firing]:
-        watch = self._watch
-        assert watch is not None
-        if watch.fake_source is None:
-            try:
-                real_samples(batch, self.real_key)
-            except ValueError as err:
-                watch.turn_off(str(err))
-            else:
-                has_fake = observation is not None and observation.fake is not None
-                watch.choose_source(
-                    has_fake, self._sources.probe_problem, self.fake_key, self.generator_attr, self.verbose
-                )
-        if watch.fake_source == "off":
-            return []
-        fake = observation.fake if observation is not None else None
-        watch.collect(real_samples(batch, self.real_key), fake, first_batch_of_epoch=batch_idx == 0)
-        if self._batches_seen % watch.every:
-            return []
-        values = watch.measure(lambda n: self._sources.generate(pl_module, n=n))
-        if values is None:
-            return []
-        self._log_values(trainer, pl_module, {f"gan/{k}": v for k, v in values.items()}, callback_metrics=True)
-        firing = watch.judge(values, self._batches_seen)
-        return [firing] if firing is not None else []
 
     def _write_grids(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         writers = self._tensorboard_writers(trainer)
@@ -658,7 +474,7 @@ class GANMonitorBase:
                 + "); the counters and smoothed scores carry on under the new settings.",
                 category=GANMonitorWarning,
             )
-        state = _from_version_1(state_dict) if "detector" in state_dict else state_dict
+        state = from_version_1(state_dict) if "detector" in state_dict else state_dict
         self._batches_seen = state.get("batches_seen", 0)
         self._sources._since_probe = state.get("since_probe", 0)
         skipped = self._tracker.load_state_dict(state.get("tracker", {}))
@@ -687,29 +503,3 @@ class GANMonitorBase:
         ]
         if "history" in state:
             self._history.load_state_dict(state["history"])
-
-
-def _from_version_1(state: dict[str, Any]) -> dict[str, Any]:
-    """A checkpoint of version 0.1 (tensors on the device: the detector's, the running sums) in today's terms."""
-    detector = {k: v.tolist() if isinstance(v, Tensor) else v for k, v in state["detector"].items()}
-    tracker = {
-        "batches": int(detector.get("batches", state.get("batches_seen", 0))),
-        "gap": state.get("since_observation", 0),
-        "ema": detector.get("ema"),
-        "weight": detector.get("ema_weight"),
-        "held": detector.get("held"),
-        "latched": detector.get("latched"),
-        "regime_batches": detector.get("regime_batches"),
-    }
-    tracker = {k: v for k, v in tracker.items() if v is not None}
-    tracker["holding"] = [held > 0 for held in tracker.get("held", [])]
-    collapse = state.get("collapse")
-    diversity = state.get("diversity")
-    return {
-        **state,
-        "since_probe": state.get("since_observation", 0),
-        "tracker": tracker,
-        "log_stats": state["running"].tolist() if isinstance(state.get("running"), Tensor) else None,
-        "diversity": diversity.tolist() if isinstance(diversity, Tensor) else diversity,
-        "collapse": {k: v.item() for k, v in collapse.items()} if collapse else None,
-    }

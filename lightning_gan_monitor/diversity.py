@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from lightning_gan_monitor.metrics import DiversityScores
 from lightning_gan_monitor.names import DIVERSITY_NAMES, QUALITY_NAMES
 from lightning_gan_monitor.rules import CollapseTracker, Firing, ModeCollapse
-from lightning_gan_monitor.sources import untouched
+from lightning_gan_monitor.sources import real_samples, untouched
 
 __all__ = ["DiversityWatch", "Reservoir", "host_to_device", "pack_generators", "unpack_generators"]
 
@@ -180,8 +180,13 @@ class DiversityWatch:
         feature_extractor: nn.Module | Callable[[Tensor], Tensor] | None,
         collapse: ModeCollapse | None,
         seed: int,
+        real_key: int | str,
+        fake_key: str,
+        generator_attr: str,
+        verbose: bool,
     ) -> None:
         self.every = every
+        self.real_key, self.fake_key, self.generator_attr, self.verbose = real_key, fake_key, generator_attr, verbose
         self.samples = samples
         self.feature_extractor = feature_extractor
         self.reservoir = Reservoir(reservoir_size, seed=seed)
@@ -205,34 +210,57 @@ class DiversityWatch:
         """Put the metric on ``device``."""
         self.metric.to(device)
 
-    def choose_source(
-        self, has_fake: bool, probe_problem: str | None, fake_key: str, generator_attr: str, verbose: bool
-    ) -> str:
+    def _choose_source(self, batch: Any, has_fake: bool, probe_problem: str | None) -> None:
         """Where generated samples come from ("outputs", "probe" or "off"), said once."""
+        try:
+            real_samples(batch, self.real_key)
+        except ValueError as err:
+            self.fake_source = "off"
+            rank_zero_info(f"GANMonitor: the diversity metrics and the mode-collapse rule are off: {err}.")
+            return
         if has_fake:
-            self.fake_source, how = "outputs", f"from `training_step`'s outputs ('{fake_key}')"
+            self.fake_source, how = "outputs", f"from `training_step`'s outputs ('{self.fake_key}')"
         elif probe_problem is None:
-            self.fake_source, how = (
-                "probe",
-                f"by running `{generator_attr}` on {self.samples} latent vectors of its own",
-            )
+            self.fake_source = "probe"
+            how = f"by running `{self.generator_attr}` on {self.samples} latent vectors of its own"
         else:
             self.fake_source = "off"
             rank_zero_info(
                 "GANMonitor: the diversity metrics and the mode-collapse rule are off: there are no generated "
-                f"samples. Return them from `training_step` as '{fake_key}' (or set `GANMonitor(fake_key=...)`), or "
-                f"let the monitor run the generator: {probe_problem}."
+                f"samples. Return them from `training_step` as '{self.fake_key}' (or set `GANMonitor(fake_key=...)`), "
+                f"or let the monitor run the generator: {probe_problem}."
             )
-            return self.fake_source
-        rank_zero_info(
-            f"GANMonitor: taking generated samples for the diversity metrics {how}, every {self.every} batches."
-        )
-        return self.fake_source
+            return
+        if self.verbose:
+            rank_zero_info(
+                f"GANMonitor: taking generated samples for the diversity metrics {how}, every {self.every} batches."
+            )
 
-    def turn_off(self, why: str) -> None:
-        """No diversity metrics for this fit, said once."""
-        self.fake_source = "off"
-        rank_zero_info(f"GANMonitor: the diversity metrics and the mode-collapse rule are off: {why}.")
+    def step(
+        self,
+        batch: Any,
+        fake: Tensor | None,
+        batch_idx: int,
+        batches_seen: int,
+        probe_problem: str | None,
+        generate: Callable[[int], Tensor],
+    ) -> dict[str, float] | None:
+        """One training batch: keep its samples (no sync); at a diversity check, the values measured (else None).
+
+        Args:
+            batch: the training batch (its real samples are at ``real_key``).
+            fake: the generated samples ``training_step`` returned, or None.
+            batch_idx: the batch's index in its epoch.
+            batches_seen: training batches seen, this one included.
+            probe_problem: why the monitor cannot run the generator, or None.
+            generate: called with a number of samples when the generated samples come from the generator.
+        """
+        if self.fake_source is None:
+            self._choose_source(batch, fake is not None, probe_problem)
+        if self.fake_source == "off":
+            return None
+        self.collect(real_samples(batch, self.real_key), fake, first_batch_of_epoch=batch_idx == 0)
+        return None if batches_seen % self.every else self.measure(generate)
 
     def collect(self, real: Tensor, fake: Tensor | None, first_batch_of_epoch: bool) -> None:
         """Offer the batch's real samples to the reservoir and keep a reference to its generated ones (no sync)."""

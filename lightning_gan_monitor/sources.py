@@ -290,7 +290,7 @@ class Sources:
         dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
         return torch.randn((n, *self.latent_shape), generator=rng, device=rng.device, dtype=dtype)
 
-    def generate(self, pl_module: Any, z: Tensor | None = None, n: int = 0) -> Tensor:
+    def generate(self, pl_module: Any, n: int = 0, z: Tensor | None = None) -> Tensor:
         """G of ``z`` (or of ``n`` latent vectors of the diversity generator), detached, training untouched."""
         generator: nn.Module = getattr(pl_module, self.generator_attr)
         if z is None:

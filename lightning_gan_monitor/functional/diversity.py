@@ -94,7 +94,7 @@ def _density_coverage(d_rr: Tensor, d_rf: Tensor, nearest_k: int) -> tuple[Tenso
         return nan, nan
     # The k+1-th smallest distance of a row counts the point itself (0) first, as in Naeem et al.'s code; an
     # identical copy of the point is an ordinary neighbour, so duplicated real samples get a radius of 0.
-    radii = d_rr.kthvalue(nearest_k + 1, dim=1).values
+    radii = d_rr.topk(nearest_k + 1, dim=1, largest=False).values[:, -1]  # the k+1-th smallest: faster than kthvalue
     inside = d_rf <= radii.unsqueeze(1)  # (m, n): generated sample j lies in the ball of real sample i
     return inside.sum(dim=0).float().mean() / nearest_k, inside.any(dim=1).float().mean()
 

@@ -47,12 +47,13 @@ def _flat(x: Tensor, name: str) -> Tensor:
 
 
 @functools.lru_cache(maxsize=32)
-def _parts_matrix(sizes: tuple[int, ...], rows: int, device: torch.device) -> tuple[Tensor, Tensor]:
-    """(rows, n) 0/1 matrix summing each part's values into its row, and a vector of n ones; built once per shape."""
+def _parts_matrix(sizes: tuple[int, ...], rows: int, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
+    """(rows, n) 0/1 matrix summing each part's values into its row, and vectors of n ones and zeros (per shape)."""
     row_of_part = torch.arange(len(sizes)).clamp(max=rows - 1)
     row = torch.repeat_interleave(row_of_part, torch.tensor(sizes))
     matrix = (row.unsqueeze(0) == torch.arange(rows).unsqueeze(1)).float()
-    return matrix.to(device), torch.ones(sum(sizes), device=device)
+    n = sum(sizes)
+    return matrix.to(device), torch.ones(n, device=device), torch.zeros(n, device=device)
 
 
 @torch.no_grad()
@@ -80,11 +81,12 @@ def output_sums(
     """
     flat = [x.reshape(-1) for x in parts]
     x = torch.cat(flat).float() if len(flat) > 1 else flat[0].float()
-    matrix, ones = _parts_matrix(tuple(t.numel() for t in flat), rows or len(flat), x.device)
+    matrix, ones, zeros = _parts_matrix(tuple(t.numel() for t in flat), rows or len(flat), x.device)
     finite = x.isfinite()
     p = (x.sigmoid() if from_logits else x).where(finite, 0.0)
-    flags = torch.stack((p, finite, p >= 0.5, p.clamp(0.0, 1.0) != p, ones), dim=1)
-    return torch.matmul(matrix, flags, out=out)
+    out_of_range = zeros if from_logits else (p.clamp(0.0, 1.0) != p).float()  # a sigmoid is always in range
+    flags = torch.stack((p, finite.float(), (p >= 0.5).float(), out_of_range, ones))
+    return torch.mm(matrix, flags.T, out=out)
 
 
 def gan_score_stats_batches(

@@ -1,0 +1,35 @@
+"""Checkpoints of older versions, in today's terms (plain Python over what ``torch.load`` returns)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import Tensor
+
+__all__ = ["from_version_1"]
+
+
+def from_version_1(state: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint of version 0.1 (tensors on the device: the detector's, the running sums) in today's terms."""
+    detector = {k: v.tolist() if isinstance(v, Tensor) else v for k, v in state["detector"].items()}
+    tracker = {
+        "batches": int(detector.get("batches", state.get("batches_seen", 0))),
+        "gap": state.get("since_observation", 0),
+        "ema": detector.get("ema"),
+        "weight": detector.get("ema_weight"),
+        "held": detector.get("held"),
+        "latched": detector.get("latched"),
+        "regime_batches": detector.get("regime_batches"),
+    }
+    tracker = {k: v for k, v in tracker.items() if v is not None}
+    tracker["holding"] = [held > 0 for held in tracker.get("held", [])]
+    collapse = state.get("collapse")
+    diversity = state.get("diversity")
+    return {
+        **state,
+        "since_probe": state.get("since_observation", 0),
+        "tracker": tracker,
+        "log_stats": state["running"].tolist() if isinstance(state.get("running"), Tensor) else None,
+        "diversity": diversity.tolist() if isinstance(diversity, Tensor) else diversity,
+        "collapse": {k: v.item() for k, v in collapse.items()} if collapse else None,
+    }
