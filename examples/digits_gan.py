@@ -363,9 +363,10 @@ def main(argv: list[str] | None = None) -> int:
     if monitor.failure is None:
         print("no failure rule fired")
     else:
-        then = "training stopped" if args.on_failure == "stop" else "training went on"
-        print(f"rule fired: {monitor.failure.name} after {monitor.stopped_batch} batches ({then})")
-        print(f"diagnosis: {monitor.stopping_reason_message}")
+        first = monitor.diagnoses[0]
+        then = f"training stopped at batch {monitor.stopped_batch}" if monitor.stopped_batch else "training went on"
+        print(f"rule fired: {monitor.failure.name} after {first.batch} batches ({then})")
+        print(f"diagnosis: {first.message}")
     print(f"TensorBoard logs in {logger.log_dir}; view them with: tensorboard --logdir {args.logdir}")
     return 0
 

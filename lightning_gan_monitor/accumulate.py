@@ -62,7 +62,12 @@ def scores_from_stats(stats: Sequence[float]) -> list[float]:
 
 
 class Accumulator:
-    """A (capacity, 15) buffer: per batch since the last check, the sums of its real, generated and loss parts.
+    """D's outputs of the batches since the last check, summed at the check into a (capacity, 3, 5) device buffer.
+
+    An ordinary batch only keeps references to its (detached) outputs and losses: no tensor operation, no wait for
+    the device. A check sums every pending batch at once (:func:`~lightning_gan_monitor.functional.output_sums`:
+    about ten tensor operations whatever the number of batches) into the preallocated buffer, per batch and part
+    (real, generated, losses), and reads it back once (under DDP, one ``all_gather``, summed over processes).
 
     Args:
         capacity: the most batches between two reads.
@@ -85,51 +90,57 @@ class Accumulator:
     def to(self, device: torch.device) -> Accumulator:
         """Allocate the buffer on ``device`` (forgetting the batches not read yet)."""
         self.buffer = torch.zeros(self.capacity, len(_PARTS), len(SUM_NAMES), device=device)
-        self.rows = 0
+        self._pending: list[list[Tensor] | None] = []  # per batch: d_real, d_fake, then its losses (or None)
         return self
 
     @property
     def pending(self) -> int:
         """Batches added since the last read."""
-        return self.rows
+        return len(self._pending)
 
-    @torch.no_grad()
     def add(self, d_real: Tensor, d_fake: Tensor, losses: Sequence[Tensor] = ()) -> None:
-        """Sum one batch's outputs (and its losses' finiteness) into the next row; no host-device sync."""
-        if self.rows == self.capacity:
-            raise RuntimeError(f"GANMonitor's buffer holds {self.capacity} batches: read it at least that often")
-        parts = [d_real.detach(), d_fake.detach(), *(loss.detach() for loss in losses)]
-        device = self.buffer.device
-        if any(part.device != device for part in parts):
-            parts = [part.to(device, non_blocking=True) for part in parts]
-        output_sums(parts, self.from_logits, out=self.buffer[self.rows], rows=len(_PARTS))
-        self.rows += 1
+        """Keep this batch's outputs (and losses) until the next read; detached, so no autograd graph is kept."""
+        self._full()
+        self._pending.append([d_real.detach(), d_fake.detach(), *(loss.detach() for loss in losses)])
 
-    @torch.no_grad()
     def add_losses(self, losses: Sequence[Tensor]) -> None:
-        """Add more losses (e.g. those logged with ``self.log``) to the latest batch's row; no host-device sync."""
-        if not losses or self.rows == 0:
+        """More losses of the latest batch (e.g. those logged with ``self.log``), to check for NaN/inf."""
+        if not losses or not self._pending:
             return
-        parts = [loss.detach().to(self.buffer.device, non_blocking=True) for loss in losses]
-        self.buffer[self.rows - 1, 2] += output_sums(parts, self.from_logits, rows=1)[0]
+        latest = self._pending[-1]
+        if latest is None:  # nothing observed in it: empty outputs, so only the losses count
+            empty = self.buffer.new_empty(0)
+            latest = self._pending[-1] = [empty, empty]
+        latest.extend(loss.detach() for loss in losses)
 
     def skip(self) -> None:
         """A batch with nothing observed: its row stays zero."""
-        if self.rows == self.capacity:
+        self._full()
+        self._pending.append(None)
+
+    def _full(self) -> None:
+        if len(self._pending) == self.capacity:
             raise RuntimeError(f"GANMonitor's buffer holds {self.capacity} batches: read it at least that often")
-        self.rows += 1
 
     def read(self, all_gather: Callable[[Tensor], Tensor] | None = None) -> list[BatchSums]:
-        """The batches since the last read, summed over processes: one collective and one read-back (or none)."""
-        rows, self.rows = self.rows, 0
-        if rows == 0:
+        """The batches since the last read, summed over processes: one collective and one read-back."""
+        pending, self._pending = self._pending, []
+        k = len(pending)
+        if k == 0:
             return []
-        block = self.buffer[:rows]
+        block = self.buffer[:k]
+        block.zero_()
+        parts, rows, device = [], [], block.device
+        for i, batch in enumerate(pending):
+            for j, part in enumerate(batch or ()):
+                parts.append(part if part.device == device else part.to(device, non_blocking=True))
+                rows.append(3 * i + min(j, 2))  # every loss into the batch's third row
+        if parts:
+            sums = output_sums(parts, self.from_logits, rows=rows)
+            block.view(-1, len(SUM_NAMES))[: sums.shape[0]] = sums
         if all_gather is not None:  # (processes, rows, parts, sums), summed over processes
             block = all_gather(block).reshape(-1, *block.shape).sum(0)
-        values = block.tolist()
-        self.buffer[:rows].zero_()
         return [
             BatchSums(stats_from_sums(real, fake), loss[1] < loss[4])  # type: ignore[arg-type]
-            for real, fake, loss in values
+            for real, fake, loss in block.tolist()
         ]

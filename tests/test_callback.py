@@ -579,3 +579,29 @@ def test_callback_resumes_from_a_checkpoint_written_by_version_0_1(tmp_path):
     # the saved log points (every 50 batches, then the end of fit), then every 10 batches of the resumed run
     assert len(batches) == expected["history_points"]["gan/generator_score"] + 5
     assert batches[-5:] == [160, 170, 180, 190, 200]
+
+
+class LogsNaNLoss(DigitsGAN):
+    """Logs (but does not return) a NaN loss on one batch: only `trainer.callback_metrics` shows it."""
+
+    def __init__(self, at_batch: int) -> None:
+        super().__init__()
+        self.at_batch = at_batch
+
+    def training_step(self, batch, batch_idx):
+        out = super().training_step(batch, batch_idx)
+        self.log("extra_loss", float("nan") if self.batches_trained == self.at_batch else 0.5)
+        return out
+
+
+def test_callback_nan_loss_logged_with_self_log_is_dated_to_its_batch(tmp_path):
+    monitor = GANMonitor(from_logits=True, log_every_n_batches=10)
+    with pytest.warns(GANMonitorWarning, match="Non finite after 30 training batches"):
+        fit_digits_model(tmp_path, monitor, LogsNaNLoss(at_batch=30), epochs=20)
+    assert monitor.failure is FailureMode.NON_FINITE
+    assert monitor.diagnoses[0].batch == monitor.stopped_batch == 30  # the batch that logged it, a log point
+
+
+def fit_digits_model(tmp_path, monitor, model, epochs):
+    pl.seed_everything(0)
+    make_trainer(tmp_path, [monitor], max_epochs=epochs).fit(model, make_dataloader(load_digits_tensor(3)))

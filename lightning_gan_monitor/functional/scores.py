@@ -47,41 +47,40 @@ def _flat(x: Tensor, name: str) -> Tensor:
 
 
 @functools.lru_cache(maxsize=32)
-def _parts_matrix(sizes: tuple[int, ...], rows: int, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
+def _parts_matrix(sizes: tuple[int, ...], rows: tuple[int, ...], device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
     """(rows, n) 0/1 matrix summing each part's values into its row, and vectors of n ones and zeros (per shape)."""
-    row_of_part = torch.arange(len(sizes)).clamp(max=rows - 1)
-    row = torch.repeat_interleave(row_of_part, torch.tensor(sizes))
-    matrix = (row.unsqueeze(0) == torch.arange(rows).unsqueeze(1)).float()
+    row = torch.repeat_interleave(torch.tensor(rows), torch.tensor(sizes))
+    matrix = (row.unsqueeze(0) == torch.arange(max(rows) + 1).unsqueeze(1)).float()
     n = sum(sizes)
     return matrix.to(device), torch.ones(n, device=device), torch.zeros(n, device=device)
 
 
-@torch.no_grad()
 def output_sums(
-    parts: Sequence[Tensor], from_logits: bool = False, out: Tensor | None = None, rows: int | None = None
+    parts: Sequence[Tensor], from_logits: bool = False, rows: Sequence[int] | None = None, out: Tensor | None = None
 ) -> Tensor:
-    """Per part, the sums and counts of ``SUM_NAMES``: a (len(parts), 5) float32 tensor (or (rows, 5)).
+    """Per part, the sums and counts of ``SUM_NAMES``: a (len(parts), 5) float32 tensor.
 
     For each part (e.g. D's outputs on real samples, on generated samples, the losses): the sum of the probabilities
     over its finite values, the number of finite values, of values rated at least 0.5, of finite probabilities outside
     [0, 1] (0 with ``from_logits``), and of values. A fixed number of tensor operations whatever the number of parts,
-    never a synchronisation with the device: this is what the monitor runs on every batch.
+    and never a synchronisation with the device: the monitor runs it once per check over every batch since the last.
 
     Args:
         parts: tensors of any shape on one device (flattened; half precision is summed in float32).
         from_logits: the values are logits; a sigmoid turns them into probabilities first.
-        out: an optional float32 tensor of the result's shape to write into (e.g. part of a preallocated buffer).
-        rows: sum the parts from the ``rows``-th on into the last row (e.g. every loss into one), so the result
-            has ``rows`` rows; None: one row per part.
+        rows: the row of the result each part is added to (non-decreasing, e.g. ``(0, 1, 2, 2)`` to add two losses
+            into one row); None: part i in row i.
+        out: an optional float32 tensor of the result's shape to write into (e.g. a preallocated buffer).
 
     Example:
         >>> output_sums([torch.tensor([0.9, 0.4]), torch.tensor([0.2, float("nan")])]).tolist()
         [[1.2999999523162842, 2.0, 1.0, 0.0, 2.0], [0.20000000298023224, 1.0, 0.0, 0.0, 2.0]]
 
     """
-    flat = [x.reshape(-1) for x in parts]
+    flat = [x.detach().reshape(-1) for x in parts]
     x = torch.cat(flat).float() if len(flat) > 1 else flat[0].float()
-    matrix, ones, zeros = _parts_matrix(tuple(t.numel() for t in flat), rows or len(flat), x.device)
+    index = tuple(rows) if rows is not None else tuple(range(len(flat)))
+    matrix, ones, zeros = _parts_matrix(tuple(t.numel() for t in flat), index, x.device)
     finite = x.isfinite()
     p = (x.sigmoid() if from_logits else x).where(finite, 0.0)
     out_of_range = zeros if from_logits else (p.clamp(0.0, 1.0) != p).float()  # a sigmoid is always in range
