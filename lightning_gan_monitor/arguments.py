@@ -156,6 +156,16 @@ DEFAULT_COLLAPSE_NEAR_DUPLICATES_ABOVE = 0.5
 DEFAULT_COLLAPSE_PATIENCE = 3
 
 
+#: The arguments saved with a checkpoint (and written to TensorBoard) to tell a resumed run what changed.
+_CONFIG_KEYS = (
+    *("patience", "from_logits", "smoothing", "d_dominates_generator_below", "d_dominates_discriminator_above"),
+    *("g_dominates_generator_above", "check_finite", "non_finite_patience", "stop_on_convergence"),
+    *("convergence_tolerance", "convergence_patience", "diversity_every_n_batches", "diversity_samples"),
+    *("real_reservoir_size", "nearest_k", "near_duplicate_factor", "collapse_diversity_below"),
+    *("collapse_near_duplicates_above", "collapse_coverage_below", "collapse_patience"),
+)
+
+
 class MonitorArguments:
     """The monitor's arguments: checked up front, each kept as a public attribute of the same name.
 
@@ -315,6 +325,10 @@ class MonitorArguments:
         self.num_image_samples = num_image_samples
         self.image_range = tuple(image_range) if image_range is not None else None
         self._build()
+
+    def _config(self) -> dict[str, Any]:
+        """The arguments a checkpoint saves (and TensorBoard shows) so that a resumed run can say what changed."""
+        return {key: getattr(self, key) for key in _CONFIG_KEYS}
 
     def _build(self) -> None:
         """Build what depends on the arguments (the callback's trackers, sources and buffers)."""

@@ -13,7 +13,6 @@ import contextlib
 import functools
 import math
 from array import array
-from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -23,17 +22,10 @@ from typing_extensions import override
 
 from lightning_gan_monitor import tensorboard
 from lightning_gan_monitor.accumulate import Accumulator, scores_from_stats
-from lightning_gan_monitor.arguments import (  # noqa: F401  (the defaults are public here too, as in 0.1)
-    DEFAULT_CHECK_EVERY,
-    DEFAULT_COLLAPSE_DIVERSITY_BELOW,
-    DEFAULT_COLLAPSE_NEAR_DUPLICATES_ABOVE,
-    DEFAULT_COLLAPSE_PATIENCE,
-    DEFAULT_DIVERSITY_EVERY,
-    MonitorArguments,
-)
+from lightning_gan_monitor.arguments import DEFAULT_CHECK_EVERY, MonitorArguments
 from lightning_gan_monitor.compat import from_version_1
 from lightning_gan_monitor.diagnosis import Diagnosis, FailureMode, GANMonitorWarning, StoppingReason
-from lightning_gan_monitor.diversity import DiversityWatch, pack_generators, unpack_generators
+from lightning_gan_monitor.diversity import DiversityWatch
 from lightning_gan_monitor.history import RunSummary, ScoreHistory, collapsed_batches, regime_counts, summarize
 from lightning_gan_monitor.names import DIVERSITY_NAMES, NUM_STATS, SCORE_NAMES
 from lightning_gan_monitor.rules import (
@@ -55,15 +47,6 @@ if TYPE_CHECKING:
 
 __all__ = ["GANMonitorBase", "GANMonitorWarning"]
 
-#: The arguments saved with a checkpoint (and written to TensorBoard) to tell a resumed run what changed.
-_CONFIG_KEYS = (
-    *("patience", "from_logits", "smoothing", "d_dominates_generator_below", "d_dominates_discriminator_above"),
-    *("g_dominates_generator_above", "check_finite", "non_finite_patience", "stop_on_convergence"),
-    *("convergence_tolerance", "convergence_patience", "diversity_every_n_batches", "diversity_samples"),
-    *("real_reservoir_size", "nearest_k", "near_duplicate_factor", "collapse_diversity_below"),
-    *("collapse_near_duplicates_above", "collapse_coverage_below", "collapse_patience"),
-)
-
 
 class GANMonitorBase(MonitorArguments):
     r"""Watch a GAN while it trains: scores, failure diagnoses with remedies, and early stopping.
@@ -81,13 +64,10 @@ class GANMonitorBase(MonitorArguments):
     From those outputs it keeps the generator score mean(D(G(z))), the discriminator score
     ½·mean(D(x)) + ½·mean(1 − D(G(z))) and the fake/real detection accuracies, logs them as ``gan/<score>`` to
     every logger, smooths them, and fires a rule when a failure condition has held for ``patience`` consecutive
-    training batches. An ordinary batch costs a few tensor operations on the module's device (its sums go into a small
-    buffer, with no host-device synchronisation); every ``check_every_n_batches`` the buffer is read back once and
-    the rules run as plain Python over those numbers, so training stops up to that many batches after a rule's
-    patience ran out (the diagnosis names both batches).
-
-    Raises:
-        ValueError: for an argument outside its allowed values (the message names it).
+    training batches. An ordinary batch only keeps references to D's outputs (no tensor operation, no host-device
+    synchronisation); every ``check_every_n_batches`` the pending batches are summed into a small buffer on the
+    module's device in a few tensor operations and read back once, and the rules run as plain Python over those
+    numbers, so training stops up to that many batches after a rule's patience ran out (the message names both).
 
     Attributes:
         failure: None, or the :class:`~lightning_gan_monitor.FailureMode` that fired first (also under
@@ -144,9 +124,6 @@ class GANMonitorBase(MonitorArguments):
             rules.append(Converged(patience=patience, tolerance=self.convergence_tolerance))
         return rules
 
-    def _config(self) -> dict[str, Any]:
-        return {key: getattr(self, key) for key in _CONFIG_KEYS}
-
     def _reset_run_state(self) -> None:
         self.failure: FailureMode | None = None
         self.stopped_batch: int | None = None
@@ -162,25 +139,11 @@ class GANMonitorBase(MonitorArguments):
         self._tracker.reset()
         self._sources.reset()
         if self._watch is not None:
-            self._watch.reset()
-            if self._watch.tracker is not None:
-                self._watch.tracker.reset()
+            self._watch.reset(tracker=True)
         self._fixed_latent: Tensor | None = None
         self._real_images: Tensor | None = None
         self._real_grid_written = False
         self._warned: set[str] = set()
-
-    def __getstate__(self) -> dict[str, Any]:
-        # `ddp_spawn` pickles the callback to its workers: its generators travel as bytes (see `pack_generators`)
-        state = pack_generators(self.__dict__)
-        state["_sources"] = pack_generators(vars(self._sources).copy())
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        sources = state.pop("_sources")
-        self.__dict__.update(unpack_generators(state))
-        self._sources = Sources.__new__(Sources)
-        vars(self._sources).update(unpack_generators(sources))
 
     @property
     @override
@@ -307,8 +270,9 @@ class GANMonitorBase(MonitorArguments):
         firings: list[Firing] | None = None,
         training_over: bool = False,
     ) -> None:
-        metrics = trainer.callback_metrics if log else None  # read once: Lightning builds it on every read
-        if metrics is not None and self.check_finite and not training_over:
+        # read once (Lightning builds it on every read); not at the end of fit, where the loop has no more use for it
+        metrics = trainer.callback_metrics if log and not training_over else None
+        if metrics is not None and self.check_finite:
             # losses logged with `self.log` but not returned: dated to this batch, the one that logged them
             self._accumulator.add_losses([v for k, v in metrics.items() if "loss" in k and isinstance(v, Tensor)])
         # One collective (under DDP) and one read-back; every rank then decides from the same numbers.
@@ -324,7 +288,7 @@ class GANMonitorBase(MonitorArguments):
         fired = [*self._tracker.update(observed), *(firings or [])]
         for b in batches:
             self._log_stats = [total + value for total, value in zip(self._log_stats, b.stats)]
-        if metrics is not None:
+        if log:
             stats, self._log_stats = self._log_stats, [0.0] * NUM_STATS
             values = dict(zip((f"gan/{name}" for name in SCORE_NAMES), scores_from_stats(stats)))
             self._log_values(trainer, values, metrics)
@@ -350,8 +314,8 @@ class GANMonitorBase(MonitorArguments):
             for writer in self._tensorboard_writers(trainer):
                 tensorboard.write_diagnosis(writer, diagnosis.message, self._batches_seen)
 
-    def _log_values(self, trainer: pl.Trainer, values: dict[str, float], metrics: dict[str, Any]) -> None:
-        """Log host floats to every logger, the history and ``metrics``; NaN/inf values are left out."""
+    def _log_values(self, trainer: pl.Trainer, values: dict[str, float], metrics: dict[str, Any] | None) -> None:
+        """Log host floats to every logger, the history and ``metrics`` (if given); NaN/inf values are left out."""
         # rounded to float32, as `trainer.callback_metrics` holds them, so every logger shows the same number
         values = {k: v for k, v in zip(values, array("f", values.values()).tolist()) if math.isfinite(v)}
         if not values:
@@ -362,7 +326,8 @@ class GANMonitorBase(MonitorArguments):
             logger.log_metrics(dict(values), step=step)
         # `trainer.callback_metrics` (the dict it returns persists) for `ModelCheckpoint(monitor="gan/coverage")` and
         # `EarlyStopping`: what `self.log(..., logger=False)` would put there, without its cost (about 1 ms).
-        metrics.update({k: torch.tensor(v) for k, v in values.items()})
+        if metrics is not None:
+            metrics.update({k: torch.tensor(v) for k, v in values.items()})
 
     # ------------------------------------------------------------------ diversity, mode collapse, image grids
 
@@ -390,15 +355,10 @@ class GANMonitorBase(MonitorArguments):
             rank_zero_info(f"GANMonitor: {message}")
 
     def _tensorboard_writers(self, trainer: pl.Trainer) -> list[Any]:
-        writers = [logger.experiment for logger in trainer.loggers if tensorboard.is_tensorboard_logger(logger)]
-        if not writers and trainer.loggers and "no tensorboard" not in self._warned:
+        writers, missing = tensorboard.writers(trainer.loggers)
+        if missing and "no tensorboard" not in self._warned:
             self._warned.add("no tensorboard")
-            rank_zero_warn(
-                "GANMonitor writes the score chart and the diagnosis text to TensorBoard only; with "
-                f"{', '.join(type(logger).__name__ for logger in trainer.loggers)} it logs the scores alone. Add a "
-                "`TensorBoardLogger` to see them.",
-                category=GANMonitorWarning,
-            )
+            rank_zero_warn(missing, category=GANMonitorWarning)
         return writers
 
     def plot(self) -> Figure:
@@ -421,21 +381,10 @@ class GANMonitorBase(MonitorArguments):
             RuntimeError: GANMonitor.plot() has nothing to draw yet: call it after `trainer.fit(...)` has run ...
 
         """
-        from lightning_gan_monitor.report import RunData, plot_runs
+        from lightning_gan_monitor.report import plot_history
 
-        if not self._history.tags:
-            raise RuntimeError(
-                "GANMonitor.plot() has nothing to draw yet: call it after `trainer.fit(...)` has run for at least "
-                "one log point (`log_every_n_batches`, or the end of fit)"
-            )
-        run = RunData(
-            name="GANMonitor",
-            scalars={tag: self._history.series(tag) for tag in self._history.tags},
-            diagnoses=[d.message for d in self.diagnoses],
-            config=self._config(),
-            summary=str(self.summary) if self.summary is not None else None,
-        )
-        return plot_runs([run])
+        summary = str(self.summary) if self.summary is not None else None
+        return plot_history(self._history, [d.message for d in self.diagnoses], self._config(), summary)
 
     # ------------------------------------------------------------------ checkpoints
 
@@ -458,7 +407,7 @@ class GANMonitorBase(MonitorArguments):
             "stopped_batch": self.stopped_batch,
             "stopping_reason": self.stopping_reason.value,
             "stopping_reason_message": self.stopping_reason_message,
-            "diagnoses": [{**asdict(d), "failure": d.failure.value if d.failure else None} for d in self.diagnoses],
+            "diagnoses": [d.to_dict() for d in self.diagnoses],
             "config": self._config(),
             "history": self._history.state_dict(),
         }
@@ -497,9 +446,6 @@ class GANMonitorBase(MonitorArguments):
         self.stopped_batch = state.get("stopped_batch")
         self.stopping_reason = StoppingReason(state.get("stopping_reason", StoppingReason.NOT_STOPPED.value))
         self.stopping_reason_message = state.get("stopping_reason_message")
-        self.diagnoses = [
-            Diagnosis(**{**d, "failure": FailureMode(d["failure"]) if d["failure"] else None})
-            for d in state.get("diagnoses", [])
-        ]
+        self.diagnoses = [Diagnosis.from_dict(d) for d in state.get("diagnoses", [])]
         if "history" in state:
             self._history.load_state_dict(state["history"])

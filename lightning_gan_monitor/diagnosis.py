@@ -8,9 +8,9 @@ line of :func:`format_message`.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from enum import Enum
-from typing import Protocol
+from typing import Any, Protocol
 
 __all__ = [
     "REMEDIES",
@@ -120,6 +120,15 @@ class Diagnosis:
     scores: dict[str, float]
     #: The human-readable diagnosis, with remedies for a failure.
     message: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain values, for checkpoints."""
+        return {**asdict(self), "failure": self.failure.value if self.failure else None}
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> Diagnosis:
+        """The inverse of :meth:`to_dict`."""
+        return cls(**{**values, "failure": FailureMode(values["failure"]) if values["failure"] else None})
 
     @property
     def onset_batch(self) -> int:

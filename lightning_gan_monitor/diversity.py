@@ -11,7 +11,7 @@ from __future__ import annotations
 import warnings
 from collections import deque
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any
 
 import torch
 from lightning_utilities.core.rank_zero import rank_zero_info
@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from lightning_gan_monitor.metrics import DiversityScores
 from lightning_gan_monitor.names import DIVERSITY_NAMES, QUALITY_NAMES
 from lightning_gan_monitor.rules import CollapseTracker, Firing, ModeCollapse
-from lightning_gan_monitor.sources import real_samples, untouched
+from lightning_gan_monitor.sources import pack_generators, real_samples, unpack_generators, untouched
 
 __all__ = ["DiversityWatch", "Reservoir", "host_to_device", "pack_generators", "unpack_generators"]
 
@@ -37,42 +37,6 @@ def host_to_device(values: Tensor, device: torch.device) -> Tensor:
     if device.type == "cuda":
         values = values.pin_memory()
     return values.to(device, non_blocking=True)
-
-
-class _PackedGenerator(NamedTuple):
-    device: str
-    state: bytes
-
-
-def pack_generators(state: dict[str, Any]) -> dict[str, Any]:
-    """A copy of an object's ``__dict__`` with each ``torch.Generator`` as its device and state in plain bytes.
-
-    ``ddp_spawn`` pickles callbacks to its workers sharing tensors through shared memory, and a ``torch.Generator``
-    (whose pickled state is a temporary tensor, freed before the worker maps it) fails there; bytes travel anywhere.
-    :func:`unpack_generators` undoes it.
-
-    Example:
-        >>> packed = pack_generators({"rng": torch.Generator().manual_seed(3), "n": 1})
-        >>> torch.equal(unpack_generators(packed)["rng"].get_state(), torch.Generator().manual_seed(3).get_state())
-        True
-
-    """
-    return {
-        key: _PackedGenerator(str(value.device), value.get_state().numpy().tobytes())
-        if isinstance(value, torch.Generator)
-        else value
-        for key, value in state.items()
-    }
-
-
-def unpack_generators(state: dict[str, Any]) -> dict[str, Any]:
-    """The ``torch.Generator`` objects of :func:`pack_generators` back (in place; returns ``state``)."""
-    for key, value in state.items():
-        if isinstance(value, _PackedGenerator):
-            generator = torch.Generator(device=value.device)
-            generator.set_state(torch.frombuffer(bytearray(value.state), dtype=torch.uint8))
-            state[key] = generator
-    return state
 
 
 class Reservoir:
@@ -194,8 +158,10 @@ class DiversityWatch:
         self.tracker = CollapseTracker(collapse) if collapse is not None else None
         self.reset()
 
-    def reset(self) -> None:
-        """Forget every sample and measurement (a new fit); the collapse rule's count is kept for resuming."""
+    def reset(self, tracker: bool = False) -> None:
+        """Forget every sample and measurement (a new fit), and with ``tracker`` the collapse rule's count."""
+        if tracker and self.tracker is not None:
+            self.tracker.reset()
         self.fake_source: str | None = None  # "outputs", "probe", or "off"
         self.fakes: deque[Tensor] = deque()
         self.fakes_count = 0

@@ -43,6 +43,7 @@ __all__ = [
     "check_output",
     "collapsed_batches",
     "find_runs",
+    "plot_history",
     "plot_run",
     "plot_runs",
     "read_run",
@@ -106,6 +107,23 @@ def plot_run(logdir: str | os.PathLike, dpi: float = 100) -> Figure:
     """
     _require_matplotlib()
     return plot_runs(read_runs(logdir), dpi=dpi)
+
+
+def plot_history(
+    history: ScoreHistory, diagnoses: list[str], config: dict[str, Any], summary: str | None = None
+) -> Figure:
+    """The figure of one run from a monitor's own history (what :meth:`GANMonitor.plot` draws).
+
+    Raises:
+        RuntimeError: before any score was logged.
+    """
+    if not history.tags:
+        raise RuntimeError(
+            "GANMonitor.plot() has nothing to draw yet: call it after `trainer.fit(...)` has run for at least "
+            "one log point (`log_every_n_batches`, or the end of fit)"
+        )
+    scalars = {tag: history.series(tag) for tag in history.tags}
+    return plot_runs([RunData("GANMonitor", scalars, diagnoses=diagnoses, config=config, summary=summary)])
 
 
 def plot_runs(runs: Sequence[RunData], dpi: float = 100) -> Figure:

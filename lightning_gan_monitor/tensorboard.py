@@ -33,6 +33,7 @@ __all__ = [
     "write_sample_grids",
     "write_score_layout",
     "write_summary",
+    "writers",
 ]
 
 #: Tag of the diagnosis text in TensorBoard's Text tab.
@@ -224,6 +225,21 @@ def write_grid(writer: Any, tag: str, grid: Tensor, step: int) -> None:
 
 #: Where each Lightning package defines its ``TensorBoardLogger``.
 _TENSORBOARD_LOGGER_MODULES = ("pytorch_lightning.loggers.tensorboard", "lightning.pytorch.loggers.tensorboard")
+
+
+def writers(loggers: Sequence[Any]) -> tuple[list[Any], str | None]:
+    """The ``SummaryWriter`` of each ``TensorBoardLogger`` among ``loggers``, and a warning or None.
+
+    The warning says what the user misses when there are loggers but none of them is a ``TensorBoardLogger``.
+    """
+    found = [logger.experiment for logger in loggers if is_tensorboard_logger(logger)]
+    if found or not loggers:
+        return found, None
+    names = ", ".join(type(logger).__name__ for logger in loggers)
+    return found, (
+        f"GANMonitor writes the score chart and the diagnosis text to TensorBoard only; with {names} it logs the "
+        "scores alone. Add a `TensorBoardLogger` to see them."
+    )
 
 
 def is_tensorboard_logger(logger: Any) -> bool:

@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from packages import example, monitor_class
 from packages import pl as lightning_api
 
-from lightning_gan_monitor.functional import gan_score_stats
+from lightning_gan_monitor.functional import SCORE_NAMES, gan_score_stats
 
 # Chosen at import time: the classes below subclass that package's, and a spawned worker re-imports this script with
 # the same arguments to find them.
@@ -64,7 +64,6 @@ class RecordingGAN(DigitsGAN):
         self.dominate_on_rank = dominate_on_rank
         self.from_batch = from_batch
         self.recorded: list[tuple[Tensor, Tensor]] = []
-        self.logged: list[tuple[int, dict[str, float]]] = []
 
     def training_step(self, batch: list[Tensor], batch_idx: int) -> dict[str, Tensor] | None:
         outputs = super().training_step(batch, batch_idx)
@@ -76,13 +75,6 @@ class RecordingGAN(DigitsGAN):
             }
         self.recorded.append((outputs["d_real"].detach().cpu(), outputs["d_fake"].detach().cpu()))
         return outputs
-
-    def log_dict(self, dictionary: Any, *args: Any, **kwargs: Any) -> None:
-        """Note when the monitor logs its scores (it calls ``pl_module.log_dict``), then log as usual."""
-        scores = {k: float(v) for k, v in dictionary.items() if k.startswith("gan/")}
-        if scores:
-            self.logged.append((self.batches_trained, scores))
-        super().log_dict(dictionary, *args, **kwargs)
 
 
 class Reporter(pl.Callback):
@@ -106,6 +98,13 @@ class Reporter(pl.Callback):
     def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
         monitor = _monitor(trainer)
         rank = trainer.global_rank
+        # what the monitor logged at its log points (every `log_every_n_batches`; not the end of fit's extra one)
+        series = {name: monitor._history.series(f"gan/{name}") for name in SCORE_NAMES}
+        batches = series[SCORE_NAMES[0]][0]
+        every = monitor.log_every_n_batches
+        logged = [
+            (b, {f"gan/{n}": series[n][1][i] for n in SCORE_NAMES}) for i, b in enumerate(batches) if b % every == 0
+        ]
         report = {
             "rank": rank,
             "world_size": trainer.world_size,
@@ -122,8 +121,8 @@ class Reporter(pl.Callback):
             "max_batches": trainer.num_training_batches * self.max_epochs,
             "global_step": trainer.global_step,
             "callback_metrics": {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("gan/")},
-            "log_batches": [batch for batch, _ in pl_module.logged],
-            "logged": [scores for _, scores in pl_module.logged],
+            "log_batches": [batch for batch, _ in logged],
+            "logged": [scores for _, scores in logged],
             "first_check": self.first_check,
         }
         self.outdir.mkdir(parents=True, exist_ok=True)

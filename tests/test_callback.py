@@ -14,7 +14,7 @@ from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 from template_gan import TemplateGAN, digit_images_loader
 
 from lightning_gan_monitor import FailureMode, GANMonitor, GANMonitorWarning, StoppingReason
-from lightning_gan_monitor.callback import DEFAULT_CHECK_EVERY
+from lightning_gan_monitor.arguments import DEFAULT_CHECK_EVERY
 from lightning_gan_monitor.functional import gan_scores
 
 # The EMA (decay 0.9) needs about 30 observations to move 96% of the way to a new regime: the most the rules can
