@@ -61,6 +61,16 @@ def scores_from_stats(stats: Sequence[float]) -> list[float]:
     ]
 
 
+def _flat_cat(tensors: list[Tensor], device: torch.device) -> Tensor:
+    """The tensors' values in one flat tensor on ``device`` (one ``cat`` when they differ only in their first size)."""
+    first = tensors[0]
+    if first.dim() > 0 and all(t.dim() == first.dim() and t.shape[1:] == first.shape[1:] for t in tensors):
+        flat = torch.cat(tensors) if len(tensors) > 1 else first
+    else:
+        flat = torch.cat([t.reshape(-1) for t in tensors])
+    return flat.reshape(-1).to(device, non_blocking=True)
+
+
 class Accumulator:
     """D's outputs of the batches since the last check, summed at the check into a (capacity, 3, 5) device buffer.
 
@@ -130,13 +140,25 @@ class Accumulator:
             return []
         block = self.buffer[:k]
         block.zero_()
-        parts, rows, device = [], [], block.device
+        # The outputs of every pending batch, concatenated by kind (a few operations, not a few per batch), then
+        # summed per batch and part by one matrix product into the buffer.
+        kinds: tuple[list[Tensor], list[Tensor], list[Tensor]] = ([], [], [])
+        segments: tuple[list[int], list[int], list[int]] = ([], [], [])
+        rows: tuple[list[int], list[int], list[int]] = ([], [], [])
         for i, batch in enumerate(pending):
             for j, part in enumerate(batch or ()):
-                parts.append(part if part.device == device else part.to(device, non_blocking=True))
-                rows.append(3 * i + min(j, 2))  # every loss into the batch's third row
+                kind = min(j, 2)  # every loss into the batch's third row
+                kinds[kind].append(part)
+                segments[kind].append(part.numel())
+                rows[kind].append(3 * i + kind)
+        parts = [_flat_cat(tensors, block.device) for tensors in kinds if tensors]
         if parts:
-            sums = output_sums(parts, self.from_logits, rows=rows)
+            sums = output_sums(
+                parts,
+                self.from_logits,
+                rows=[r for kind in rows for r in kind],
+                sizes=[n for kind in segments for n in kind],
+            )
             block.view(-1, len(SUM_NAMES))[: sums.shape[0]] = sums
         if all_gather is not None:  # (processes, rows, parts, sums), summed over processes
             block = all_gather(block).reshape(-1, *block.shape).sum(0)

@@ -17,6 +17,7 @@ import torch
 from lightning_utilities.core.rank_zero import rank_zero_info
 from torch import Tensor, nn
 
+from lightning_gan_monitor.functional.diversity import RealReference, diversity_against, real_reference
 from lightning_gan_monitor.metrics import DiversityScores
 from lightning_gan_monitor.names import DIVERSITY_NAMES, QUALITY_NAMES
 from lightning_gan_monitor.rules import CollapseTracker, Firing, ModeCollapse
@@ -116,6 +117,12 @@ class Reservoir:
         return self._data[: min(self.seen, self.size)]
 
 
+def _distributed() -> bool:
+    """Whether this process is one of several (as torchmetrics decides whether to sync)."""
+    dist = torch.distributed
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
 class _Features(nn.Module):
     """Identity with a ``num_features``: feeds features already extracted to torchmetrics' FID and KID."""
 
@@ -170,6 +177,7 @@ class DiversityWatch:
         self.reservoir.reset()
         self.metric.reset()
         self.quality: tuple[Any, Any] | None = None
+        self._reference: tuple[Any, RealReference] | None = None
         self.last = dict.fromkeys(DIVERSITY_NAMES, float("nan"))
 
     def to(self, device: torch.device) -> None:
@@ -274,10 +282,18 @@ class DiversityWatch:
         if fake.shape[0] < 2 or real.shape[0] < 2:
             return None
         fake_features, real_features = self._features(fake), self._features(real.to(fake.device))
-        self.metric.reset()
-        self.metric.update(fake=fake_features, real=real_features)
-        computed = self.metric.compute()
-        tensors = [computed[name] for name in DIVERSITY_NAMES]
+        if self.feature_extractor is None and not _distributed():
+            # One process, fixed features: the real side (O(m^2)) is computed once per reservoir content.
+            key = (self.reservoir.seen, fake_features.shape[0], real_features.device, real_features.dtype)
+            if self._reference is None or self._reference[0] != key:
+                reference = real_reference(real_features, self.metric.nearest_k, fake_features.shape[0])
+                self._reference = (key, reference)
+            tensors = list(diversity_against(fake_features, self._reference[1], self.metric.near_duplicate_factor))
+        else:  # the Metric gathers every process's samples (exact under DDP)
+            self.metric.reset()
+            self.metric.update(fake=fake_features, real=real_features)
+            computed = self.metric.compute()
+            tensors = [computed[name] for name in DIVERSITY_NAMES]
         if isinstance(self.feature_extractor, nn.Module):
             tensors += self._quality(fake_features, real_features)
         values = torch.stack([t.float().reshape(()) for t in tensors]).tolist()  # one read-back

@@ -3,7 +3,9 @@
 import pytest
 import torch
 
-from lightning_gan_monitor.diversity import Reservoir
+from lightning_gan_monitor import DiversityScores
+from lightning_gan_monitor.diversity import DiversityWatch, Reservoir
+from lightning_gan_monitor.functional import diversity_against, diversity_scores, real_reference
 
 
 def test_diversity_reservoir_keeps_everything_until_full_then_a_bounded_uniform_sample():
@@ -47,3 +49,28 @@ def test_diversity_reservoir_copies_rows_and_rejects_other_shapes():
         r.add(torch.zeros(2, 5))
     with pytest.raises(ValueError, match="`size` must be a positive integer, got 0"):
         Reservoir(size=0)
+
+
+@pytest.mark.parametrize("n_fake", [2, 40, 64, 100])
+def test_diversity_against_a_reference_equals_diversity_scores(n_fake):
+    g = torch.Generator().manual_seed(0)
+    real = torch.randn(64, 5, generator=g)
+    reference = real_reference(real, nearest_k=5, fakes=40)  # made for 40: other sizes rebuild what they need
+    for fake in (torch.randn(n_fake, 5, generator=g), real[:n_fake] * 0.1, torch.zeros(n_fake, 5)):
+        assert torch.equal(diversity_against(fake, reference), diversity_scores(fake, real, nearest_k=5))
+
+
+def test_diversity_watch_reuses_the_real_side_and_matches_the_metric():
+    watch = DiversityWatch(10, 32, 64, 5, 0.25, None, None, 0, 0, "fake", "generator", verbose=False)
+    g = torch.Generator().manual_seed(1)
+    watch.collect(torch.randn(64, 8, generator=g), None, first_batch_of_epoch=True)
+    watch.fake_source = "probe"
+    metric = DiversityScores(nearest_k=5, near_duplicate_factor=0.25)
+    for _ in range(3):
+        fake = torch.randn(32, 8, generator=g) * 0.5
+        values = watch.measure(lambda n, fake=fake: fake)
+        metric.reset()
+        metric.update(fake=fake, real=watch.reservoir.samples())
+        expected = {k: v.item() for k, v in metric.compute().items()}
+        assert {k: values[k] for k in expected} == pytest.approx(expected, abs=1e-7, nan_ok=True)
+    assert watch._reference is not None  # built once, at the first measurement

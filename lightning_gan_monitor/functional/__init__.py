@@ -5,13 +5,16 @@
 
 from lightning_gan_monitor.functional.diversity import (
     DIVERSITY_NAMES,
+    RealReference,
     coverage,
     density,
     density_coverage,
+    diversity_against,
     diversity_ratio,
     diversity_scores,
     near_duplicate_rate,
     pairwise_distances,
+    real_reference,
 )
 from lightning_gan_monitor.functional.scores import (
     NUM_STATS,
@@ -37,11 +40,13 @@ __all__ = [
     "SCORE_NAMES",
     "STAT_NAMES",
     "SUM_NAMES",
+    "RealReference",
     "check_stats",
     "coverage",
     "density",
     "density_coverage",
     "discriminator_score",
+    "diversity_against",
     "diversity_ratio",
     "diversity_scores",
     "fake_detection_accuracy",
@@ -54,5 +59,6 @@ __all__ = [
     "output_sums",
     "pairwise_distances",
     "real_detection_accuracy",
+    "real_reference",
     "stats_from_sums",
 ]

@@ -7,6 +7,8 @@ whole sets (n x d feature matrices) and cost O(n^2 d).
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 from torch import Tensor
 
@@ -14,13 +16,16 @@ from lightning_gan_monitor.names import DIVERSITY_NAMES
 
 __all__ = [
     "DIVERSITY_NAMES",
+    "RealReference",
     "coverage",
     "density",
     "density_coverage",
+    "diversity_against",
     "diversity_ratio",
     "diversity_scores",
     "near_duplicate_rate",
     "pairwise_distances",
+    "real_reference",
 ]
 
 
@@ -250,7 +255,76 @@ def diversity_scores(fake: Tensor, real: Tensor, nearest_k: int = 5, near_duplic
     _check_k(nearest_k)
     _check_factor(near_duplicate_factor, "near_duplicate_factor")
     fake, real = _pair(fake, real)
-    d_ff, d_rr = pairwise_distances(fake), pairwise_distances(real)
-    density_, coverage_ = _density_coverage(d_rr, pairwise_distances(real, fake), nearest_k)
-    values = [_spread_ratio(d_ff, d_rr), _duplicates(d_ff, d_rr, near_duplicate_factor), density_, coverage_]
-    return torch.stack(values).float()
+    return diversity_against(fake, real_reference(real, nearest_k, fake.shape[0]), near_duplicate_factor)
+
+
+class RealReference(NamedTuple):
+    """What the diversity values need of a real set, computed once (:func:`real_reference`) and reused.
+
+    A real set that does not change (the monitor's reservoir after its first epoch) needs its O(m^2) part, the
+    real-real distances and what follows from them, only once; each diversity check then costs the generated side.
+    """
+
+    #: The real features, (m, d).
+    real: Tensor
+    #: Mean distance between two real samples.
+    spread: Tensor
+    #: Generated sets of this many samples are compared with the first ``size`` real samples for near-duplicates.
+    fakes: int
+    #: Median distance of each of the first ``min(fakes, m)`` real samples to its nearest other one among them.
+    nearest_median: Tensor
+    #: Each real sample's distance to its ``nearest_k``-th nearest real neighbour (None when m <= ``nearest_k``).
+    radii: Tensor | None
+    nearest_k: int
+
+
+def real_reference(real: Tensor, nearest_k: int = 5, fakes: int | None = None) -> RealReference:
+    """The real side of :func:`diversity_scores`, for generated sets of ``fakes`` samples (default: m).
+
+    Example:
+        >>> real = torch.tensor([[0.0], [1.0], [10.0], [11.0]])
+        >>> reference = real_reference(real, nearest_k=1, fakes=3)
+        >>> torch.equal(diversity_against(torch.zeros(3, 1), reference), diversity_scores(torch.zeros(3, 1), real, 1))
+        True
+
+    """
+    _check_k(nearest_k)
+    real = _features(real, "real")
+    d_rr = pairwise_distances(real)
+    m = real.shape[0]
+    size = min(fakes if fakes is not None else m, m)
+    nan = torch.full((), float("nan"), device=real.device)
+    nearest_median = _nearest_other(d_rr[:size, :size]).median() if size >= 2 else nan
+    # The k+1-th smallest distance of a row counts the point itself (0) first, as in Naeem et al.'s code; an
+    # identical copy of the point is an ordinary neighbour, so duplicated real samples get a radius of 0.
+    radii = d_rr.topk(nearest_k + 1, dim=1, largest=False).values[:, -1] if m > nearest_k else None
+    return RealReference(real, _mean_off_diagonal(d_rr), size, nearest_median, radii, nearest_k)
+
+
+def diversity_against(fake: Tensor, reference: RealReference, near_duplicate_factor: float = 0.25) -> Tensor:
+    """The four diversity values (``DIVERSITY_NAMES``) of ``fake`` against a :func:`real_reference`.
+
+    The same numbers as :func:`diversity_scores` on the reference's real set, at the cost of the generated side.
+
+    Raises:
+        ValueError: for a bad ``near_duplicate_factor``, or features of another size than the reference's.
+    """
+    _check_factor(near_duplicate_factor, "near_duplicate_factor")
+    fake, real = _pair(fake, reference.real)
+    size = min(fake.shape[0], real.shape[0])
+    if size >= 2 and size != reference.fakes:  # a reference made for another number of generated samples
+        reference = real_reference(real, reference.nearest_k, fake.shape[0])
+    d_ff = pairwise_distances(fake)
+    nan = torch.full((), float("nan"), device=fake.device)
+    spread = torch.where(reference.spread > 0, _mean_off_diagonal(d_ff) / reference.spread, float("nan"))
+    duplicates = nan
+    if size >= 2:
+        threshold = near_duplicate_factor * reference.nearest_median
+        duplicates = (_nearest_other(d_ff[:size, :size]) <= threshold).float().mean()
+    if reference.radii is None:
+        density_ = coverage_ = nan
+    else:
+        inside = pairwise_distances(real, fake) <= reference.radii.unsqueeze(1)  # (m, n): fake j in real i's ball
+        density_ = inside.sum(dim=0).float().mean() / reference.nearest_k
+        coverage_ = inside.any(dim=1).float().mean()
+    return torch.stack([spread, duplicates, density_, coverage_]).float()

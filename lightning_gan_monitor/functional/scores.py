@@ -56,7 +56,11 @@ def _parts_matrix(sizes: tuple[int, ...], rows: tuple[int, ...], device: torch.d
 
 
 def output_sums(
-    parts: Sequence[Tensor], from_logits: bool = False, rows: Sequence[int] | None = None, out: Tensor | None = None
+    parts: Sequence[Tensor],
+    from_logits: bool = False,
+    rows: Sequence[int] | None = None,
+    out: Tensor | None = None,
+    sizes: Sequence[int] | None = None,
 ) -> Tensor:
     """Per part, the sums and counts of ``SUM_NAMES``: a (len(parts), 5) float32 tensor.
 
@@ -68,9 +72,11 @@ def output_sums(
     Args:
         parts: tensors of any shape on one device (flattened; half precision is summed in float32).
         from_logits: the values are logits; a sigmoid turns them into probabilities first.
-        rows: the row of the result each part is added to (non-decreasing, e.g. ``(0, 1, 2, 2)`` to add two losses
-            into one row); None: part i in row i.
+        rows: the row of the result each part is added to (e.g. ``(0, 1, 2, 2)`` to add two losses into one row);
+            None: part i in row i.
         out: an optional float32 tensor of the result's shape to write into (e.g. a preallocated buffer).
+        sizes: the parts' values, concatenated, are these segments instead (each with its row in ``rows``): how the
+            monitor sums many batches' outputs concatenated in a few tensors.
 
     Example:
         >>> output_sums([torch.tensor([0.9, 0.4]), torch.tensor([0.2, float("nan")])]).tolist()
@@ -79,8 +85,9 @@ def output_sums(
     """
     flat = [x.detach().reshape(-1) for x in parts]
     x = torch.cat(flat).float() if len(flat) > 1 else flat[0].float()
-    index = tuple(rows) if rows is not None else tuple(range(len(flat)))
-    matrix, ones, zeros = _parts_matrix(tuple(t.numel() for t in flat), index, x.device)
+    segments = tuple(sizes) if sizes is not None else tuple(t.numel() for t in flat)
+    index = tuple(rows) if rows is not None else tuple(range(len(segments)))
+    matrix, ones, zeros = _parts_matrix(segments, index, x.device)
     finite = x.isfinite()
     p = (x.sigmoid() if from_logits else x).where(finite, 0.0)
     out_of_range = zeros if from_logits else (p.clamp(0.0, 1.0) != p).float()  # a sigmoid is always in range
