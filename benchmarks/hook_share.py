@@ -1,29 +1,43 @@
 """Share of training time spent inside the monitor's hooks, and the cost of one check and of one log point.
 
-    python benchmarks/hook_share.py                    # about 2 minutes on 2 CPU cores
-    python benchmarks/hook_share.py --write-results    # ... and refresh its section of benchmarks/RESULTS.md
-    python benchmarks/hook_share.py --batches 300      # shorter (CI's quick test)
+    python benchmarks/hook_share.py                          # about a minute on 2 CPU cores
+    python benchmarks/hook_share.py --compare ../old-checkout  # the same, first for another version of the package
+    python benchmarks/hook_share.py --write-results          # ... and refresh its section of benchmarks/RESULTS.md
 
 The digits GAN (CPU, `torch.set_num_threads(1)`), the monitor's defaults (diversity metrics on, image grids off
 without a TensorBoard logger), in three settings: scores from `training_step`'s outputs at the Trainer's
 `log_every_n_steps=50` and `=1`, and probing at 50. Every hook of the monitor is timed with `perf_counter`, and so
 are its `_check` (the read-back and the decision) and `_log_scores` (a log point); the share is the hooks' time over
-the whole `fit`'s wall time. It times whatever `lightning_gan_monitor` is importable, so the same command run
-against an older checkout (`PYTHONPATH=path/to/old/checkout`) gives the figures to compare, on the same machine.
+the whole `fit`'s wall time. `--compare CHECKOUT` first runs the same measurement with another checkout's package
+(e.g. `git worktree add ../v0.1 v0.1`), so both versions are measured in one run on the same machine.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import math
+import os
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
-from common import DigitsGAN, load_average, load_digits_tensor, machine, make_dataloader, trainer, write_section
+from common import (
+    DigitsGAN,
+    load_average,
+    load_digits_tensor,
+    machine,
+    make_dataloader,
+    markdown_table,
+    trainer,
+    write_section,
+)
 
 import lightning_gan_monitor
 from lightning_gan_monitor import GANMonitor
@@ -101,26 +115,46 @@ COLUMNS = [
 ]
 
 
+def rows_of(batches: int) -> list[dict[str, Any]]:
+    return [measure(50, False, batches), measure(1, False, batches), measure(50, True, batches)]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batches", type=int, default=2000)
+    parser.add_argument("--batches", type=int, default=3000)
+    parser.add_argument("--compare", metavar="CHECKOUT", help="also time the package of another checkout, first")
+    parser.add_argument("--json", action="store_true", help="print the rows as JSON (what --compare reads)")
     parser.add_argument("--write-results", action="store_true")
     parser.add_argument("--note", default="")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
+    if args.json:
+        print(json.dumps(rows_of(args.batches)))
+        return 0
     load_before = load_average()
-    rows = [measure(50, False, args.batches), measure(1, False, args.batches), measure(50, True, args.batches)]
-    from common import markdown_table
-
+    rows = []
+    if args.compare:
+        env = {**os.environ, "PYTHONPATH": str(Path(args.compare).resolve())}
+        command = [sys.executable, __file__, "--batches", str(args.batches), "--json"]
+        done = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
+        rows += json.loads(done.stdout.strip().splitlines()[-1])
+    rows += rows_of(args.batches)
+    command = f"python benchmarks/hook_share.py --batches {args.batches}"
+    if args.compare:
+        command += " --compare CHECKOUT_OF_0.1"
     text = "\n".join(
         [
             "## Time inside the monitor's hooks",
             "",
-            f"Measured {datetime.date.today()} by `python benchmarks/hook_share.py --batches {args.batches}`"
-            + (f" ({args.note})" if args.note else "")
-            + ".",
+            f"Measured {datetime.date.today()} by `{command}`" + (f" ({args.note})" if args.note else "") + ".",
             "",
             f"Machine: {machine()}. Load average (1 min): {load_before} at the start, {load_average()} at the end.",
+            "",
+            "The digits GAN (CPU, one thread, batches of 32, manual optimisation), the monitor's defaults (diversity "
+            "metrics every 100 batches; no logger, so no image grids). `share in hooks`: time inside the monitor's "
+            "hooks over the `fit`'s wall time. `check µs`: a check at a batch that is not a log point; `log point "
+            "µs`: what a check at a log point costs on top of that (in 0.1 a log point was a separate step after "
+            "the check). Diversity checks are inside the hooks' share, not in the check's cost.",
             "",
             markdown_table(rows, COLUMNS),
         ]

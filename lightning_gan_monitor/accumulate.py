@@ -16,12 +16,18 @@ import torch
 from torch import Tensor
 
 from lightning_gan_monitor.functional.scores import SUM_NAMES, output_sums, stats_from_sums
+from lightning_gan_monitor.names import STAT_NAMES
 
 __all__ = ["Accumulator", "BatchSums", "scores_from_stats"]
 
 #: Parts of a batch with a row of sums each: D's outputs on real samples, on generated samples, the losses.
 _PARTS = ("real", "fake", "loss")
 _WIDTH = len(_PARTS) * len(SUM_NAMES)
+
+
+_REAL_COUNT, _FAKE_COUNT, _NON_FINITE, _OUT_OF_RANGE = (
+    STAT_NAMES.index(name) for name in ("real_count", "fake_count", "non_finite", "out_of_range")
+)
 
 
 class BatchSums(NamedTuple):
@@ -33,12 +39,17 @@ class BatchSums(NamedTuple):
     @property
     def observed(self) -> bool:
         """Whether the batch had D outputs or losses (a probing monitor observes only every few batches)."""
-        return self.stats[1] + self.stats[4] + self.stats[6] > 0 or self.loss_non_finite
+        return self.stats[_REAL_COUNT] + self.stats[_FAKE_COUNT] + self.stats[_NON_FINITE] > 0 or self.loss_non_finite
 
     @property
     def non_finite(self) -> bool:
         """Whether an output or a loss was NaN or infinite."""
-        return self.stats[6] > 0 or self.loss_non_finite
+        return self.stats[_NON_FINITE] > 0 or self.loss_non_finite
+
+    @property
+    def out_of_range(self) -> bool:
+        """Whether a probability (``from_logits=False``) was outside [0, 1]."""
+        return self.stats[_OUT_OF_RANGE] > 0
 
 
 def scores_from_stats(stats: Sequence[float]) -> list[float]:

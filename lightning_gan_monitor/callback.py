@@ -229,10 +229,11 @@ class GANMonitorBase(MonitorArguments):
             if values is not None:
                 named = {f"gan/{k}": v for k, v in values.items()}
                 self._log_values(trainer, named, trainer.callback_metrics)
-                firings = [f for f in [self._watch.judge(values, seen)] if f is not None]
+                firing = self._watch.judge(values, seen)
+                firings = [firing] if firing is not None else []
         log = bool(self._log_every) and seen % self._log_every == 0
         if log or firings or seen == 1 or seen % self._check_every == 0:
-            self._check(trainer, pl_module, log=log, firings=firings)
+            self._check(trainer, log=log, firings=firings)
 
     @override
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -246,7 +247,7 @@ class GANMonitorBase(MonitorArguments):
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # The batches since the last check are judged and counted too (a run's end rarely falls on a check), and
         # those since the last log point (a stop usually falls between two) still reach the loggers.
-        self._check(trainer, pl_module, log=True, training_over=True)
+        self._check(trainer, log=True, training_over=True)
         regimes = regime_counts(self._tracker.rules, self._tracker.regime_batches)
         series = {tag: self._history.series(tag) for tag in self._history.tags}
         thresholds = (self.collapse_diversity_below, self.collapse_near_duplicates_above, self.collapse_coverage_below)
@@ -263,12 +264,7 @@ class GANMonitorBase(MonitorArguments):
     # ------------------------------------------------------------------ the check: read back, decide, log
 
     def _check(
-        self,
-        trainer: pl.Trainer,
-        pl_module: pl.LightningModule,
-        log: bool,
-        firings: list[Firing] | None = None,
-        training_over: bool = False,
+        self, trainer: pl.Trainer, log: bool, firings: list[Firing] | None = None, training_over: bool = False
     ) -> None:
         # read once (Lightning builds it on every read); not at the end of fit, where the loop has no more use for it
         metrics = trainer.callback_metrics if log and not training_over else None
@@ -278,7 +274,7 @@ class GANMonitorBase(MonitorArguments):
         # One collective (under DDP) and one read-back; every rank then decides from the same numbers.
         gather = trainer.strategy.all_gather if trainer.world_size > 1 else None
         batches = self._accumulator.read(gather)
-        if not self.from_logits and any(b.stats[7] > 0 for b in batches):
+        if not self.from_logits and any(b.out_of_range for b in batches):
             raise ValueError(
                 "GANMonitor: the discriminator's outputs are not probabilities: some are outside [0, 1]. If your "
                 "discriminator returns logits (no sigmoid at the end, as with `BCEWithLogitsLoss`), pass "
@@ -292,16 +288,16 @@ class GANMonitorBase(MonitorArguments):
             stats, self._log_stats = self._log_stats, [0.0] * NUM_STATS
             values = dict(zip((f"gan/{name}" for name in SCORE_NAMES), scores_from_stats(stats)))
             self._log_values(trainer, values, metrics)
-        should_stop, diagnoses = decide(fired, self.on_failure, self._batches_seen, self._check_every, training_over)
+        stopping, diagnoses = decide(fired, self.on_failure, self._batches_seen, self._check_every, training_over)
         for diagnosis in diagnoses:
-            self._report(trainer, diagnosis, should_stop)
-        trainer.should_stop = trainer.should_stop or should_stop
+            self._report(trainer, diagnosis, stops=diagnosis is stopping)
+        trainer.should_stop = trainer.should_stop or stopping is not None
 
-    def _report(self, trainer: pl.Trainer, diagnosis: Diagnosis, should_stop: bool) -> None:
+    def _report(self, trainer: pl.Trainer, diagnosis: Diagnosis, stops: bool) -> None:
         self.diagnoses.append(diagnosis)
         if len(self.diagnoses) == 1:
             self.failure = diagnosis.failure
-        if should_stop and self.stopped_batch is None:
+        if stops and self.stopped_batch is None:
             self.stopped_batch = self._batches_seen
             failed = diagnosis.failure is not None
             self.stopping_reason = StoppingReason.FAILURE if failed else StoppingReason.CONVERGED

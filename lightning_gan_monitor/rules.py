@@ -353,7 +353,7 @@ def decide(
     batch: int,
     check_every: int,
     training_over: bool = False,
-) -> tuple[bool, list[Diagnosis]]:
+) -> tuple[Diagnosis | None, list[Diagnosis]]:
     """Whether to stop, and the diagnosis of every firing (a pure function: the same numbers give the same answer).
 
     Args:
@@ -364,12 +364,13 @@ def decide(
         training_over: the check at the end of fit: nothing is left to stop.
 
     Returns:
-        ``(should_stop, diagnoses)``, the diagnoses in the order their rules fired (by batch, then rule priority).
+        ``(stopping, diagnoses)``: the diagnosis that stops training (the first firing that does), or None to go on;
+        and every diagnosis, in the order their rules fired (by batch, then rule priority).
 
     Example:
         >>> fired = Firing(NonFinite(patience=1), 101, 1, {})
-        >>> stop, (diagnosis,) = decide([fired], "stop", batch=120, check_every=20)
-        >>> stop, diagnosis.failure, diagnosis.batch
+        >>> stopping, (diagnosis,) = decide([fired], "stop", batch=120, check_every=20)
+        >>> stopping is diagnosis, diagnosis.failure, diagnosis.batch
         (True, <FailureMode.NON_FINITE: 'non_finite'>, 101)
         >>> first_line = diagnosis.message.splitlines()[0]
         >>> print(first_line[first_line.index("Training"):])
@@ -378,7 +379,7 @@ def decide(
     """
     ordered = sorted(firings, key=lambda f: f.batch)  # stable: rules of one batch keep their priority order
     stops = [not training_over and (f.rule.failure is None or on_failure == "stop") for f in ordered]
-    diagnoses = []
+    diagnoses, stopping = [], None
     for firing, stops_here in zip(ordered, stops):
         if training_over:
             note = f"Training had already reached its end (batch {batch})."
@@ -386,4 +387,6 @@ def decide(
             note = stop_note(firing.rule.failure, firing.batch, batch if stops_here else None, check_every)
         message = format_message(firing.rule, firing.batch, firing.held_for, firing.evidence, note=note)
         diagnoses.append(Diagnosis(firing.rule.failure, firing.batch, firing.held_for, firing.evidence, message))
-    return any(stops), diagnoses
+        if stops_here and stopping is None:
+            stopping = diagnoses[-1]
+    return stopping, diagnoses

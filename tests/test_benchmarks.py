@@ -9,6 +9,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 import common
+import hook_share
 import latency
 import mixture_modes
 import overhead
@@ -21,6 +22,15 @@ def restore_threads():
     threads = torch.get_num_threads()
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize(("log_every", "probing"), [(50, False), (1, False), (50, True)])
+def test_benchmarks_hook_share_times_hooks_checks_and_log_points(log_every, probing):
+    torch.set_num_threads(1)
+    row = hook_share.measure(log_every, probing, batches=60)
+    assert row["batches"] == 60 and row["share in hooks"].endswith("%")
+    checks = {1, *range(20, 61, 20), *range(log_every, 61, log_every)}  # batch 1, every 20 and every log point
+    assert row["checks"] == len(checks)
 
 
 @pytest.mark.slow

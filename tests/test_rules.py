@@ -151,18 +151,23 @@ def test_rules_decide_orders_firings_by_batch_then_priority_and_says_where_train
     scores = dict(zip(("generator_score", "discriminator_score"), (0.05, 0.95)), fake_detection_accuracy=1.0)
     scores |= {"real_detection_accuracy": 1.0}
     firings = [Firing(rules[2], 57, 12, scores), Firing(rules[1], 53, 10, scores), Firing(rules[0], 53, 1, scores)]
-    stop, diagnoses = decide(firings, "stop", batch=60, check_every=20)
-    assert stop and [(d.failure, d.batch) for d in diagnoses] == [
+    stopping, diagnoses = decide(firings, "stop", batch=60, check_every=20)
+    assert stopping is diagnoses[0] and [(d.failure, d.batch) for d in diagnoses] == [
         (FailureMode.DISCRIMINATOR_DOMINATES, 53),
         (FailureMode.NON_FINITE, 53),
         (FailureMode.GENERATOR_DOMINATES, 57),
     ]
     assert "Training stopped at batch 60, the first check after batch 53" in diagnoses[0].message
     warn, diagnoses = decide(firings[:1], "warn", batch=60, check_every=20)
-    assert not warn and "Training continues (`on_failure='warn'`)." in diagnoses[0].message
+    assert warn is None and "Training continues (`on_failure='warn'`)." in diagnoses[0].message
     over, diagnoses = decide(firings[:1], "stop", batch=60, check_every=20, training_over=True)
-    assert not over and "Training had already reached its end (batch 60)." in diagnoses[0].message
-    assert decide([], "stop", batch=60, check_every=20) == (False, [])
+    assert over is None and "Training had already reached its end (batch 60)." in diagnoses[0].message
+    assert decide([], "stop", batch=60, check_every=20) == (None, [])
+    # a failure under "warn" and the success rule in one window: the success rule is what stops training
+    converged = Firing(Converged(patience=5), 58, 5, scores)
+    stopping, diagnoses = decide([firings[0], converged], "warn", batch=60, check_every=20)
+    assert stopping is diagnoses[1] and stopping.failure is None
+    assert "Training stopped at batch 60" in stopping.message and "Training continues" in diagnoses[0].message
 
 
 def test_rules_tracker_state_round_trips():
