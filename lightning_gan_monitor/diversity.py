@@ -21,7 +21,7 @@ from lightning_gan_monitor.functional.diversity import RealReference, diversity_
 from lightning_gan_monitor.metrics import DiversityScores
 from lightning_gan_monitor.names import DIVERSITY_NAMES, QUALITY_NAMES
 from lightning_gan_monitor.rules import CollapseTracker, Firing, ModeCollapse
-from lightning_gan_monitor.sources import pack_generators, real_samples, unpack_generators, untouched
+from lightning_gan_monitor.sources import PicklesGenerators, pack_generators, real_samples, unpack_generators, untouched
 
 __all__ = ["DiversityWatch", "Reservoir", "host_to_device", "pack_generators", "unpack_generators"]
 
@@ -40,7 +40,7 @@ def host_to_device(values: Tensor, device: torch.device) -> Tensor:
     return values.to(device, non_blocking=True)
 
 
-class Reservoir:
+class Reservoir(PicklesGenerators):
     """A uniform random sample of at most ``size`` of the rows seen so far (reservoir sampling, Algorithm R).
 
     Which rows enter is drawn on the host from the reservoir's own seeded ``torch.Generator`` (the global RNG is
@@ -67,12 +67,6 @@ class Reservoir:
         self.seed = seed
         self._rng = torch.Generator()
         self.reset()
-
-    def __getstate__(self) -> dict[str, Any]:
-        return pack_generators(self.__dict__)
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(unpack_generators(state))
 
     def reset(self) -> None:
         """Empty the reservoir and reseed its generator."""

@@ -19,7 +19,15 @@ from torch import Tensor, nn
 
 from lightning_gan_monitor.diagnosis import GANMonitorWarning
 
-__all__ = ["Observation", "Sources", "pack_generators", "real_samples", "unpack_generators", "untouched"]
+__all__ = [
+    "Observation",
+    "PicklesGenerators",
+    "Sources",
+    "pack_generators",
+    "real_samples",
+    "unpack_generators",
+    "untouched",
+]
 
 
 class _PackedGenerator(NamedTuple):
@@ -56,6 +64,16 @@ def unpack_generators(state: dict[str, Any]) -> dict[str, Any]:
             generator.set_state(torch.frombuffer(bytearray(value.state), dtype=torch.uint8))
             state[key] = generator
     return state
+
+
+class PicklesGenerators:
+    """Pickles its ``torch.Generator`` attributes as bytes: ``ddp_spawn`` pickles the callback to its workers."""
+
+    def __getstate__(self) -> dict[str, Any]:
+        return pack_generators(self.__dict__)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(unpack_generators(state))
 
 
 class Observation(NamedTuple):
@@ -120,7 +138,7 @@ def real_samples(batch: Any, key: int | str) -> Tensor:
     return sample
 
 
-class Sources:
+class Sources(PicklesGenerators):
     """Finds D's outputs (and the losses and generated samples) of each batch; owns the probe's random generators.
 
     The arguments are the monitor's of the same names (see :class:`~lightning_gan_monitor.callback.GANMonitorBase`).
@@ -151,13 +169,6 @@ class Sources:
         self.seed = seed
         self.verbose = verbose
         self.reset()
-
-    def __getstate__(self) -> dict[str, Any]:
-        # `ddp_spawn` pickles the callback to its workers: the generators travel as bytes (see `pack_generators`)
-        return pack_generators(self.__dict__)
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(unpack_generators(state))
 
     def reset(self) -> None:
         """Forget the module and the choice of source (a new fit); the generators' states are kept for resuming."""
