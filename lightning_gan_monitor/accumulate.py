@@ -1,8 +1,8 @@
-"""Per-batch sums of D's outputs into a small preallocated buffer on the module's device; read back at a check.
+"""D's outputs since the last check, summed per batch into a small preallocated buffer on the device, read back once.
 
-An ordinary batch costs a handful of tensor operations (:func:`~lightning_gan_monitor.functional.output_sums`
-writing one row of the buffer) and never waits for the device. A check reads the rows of the batches since the
-last check back in one go (under DDP, one ``all_gather``, summed over processes), and turns them into plain
+An ordinary batch only adds references (no tensor operation, no wait for the device). A check sums every pending
+batch with a fixed handful of tensor operations (:func:`~lightning_gan_monitor.functional.output_sums`) into the
+buffer, reads it back in one go (under DDP, one ``all_gather``, summed over processes), and turns it into plain
 floats for :mod:`lightning_gan_monitor.rules`.
 """
 
@@ -22,9 +22,6 @@ __all__ = ["Accumulator", "BatchSums", "scores_from_stats"]
 
 #: Parts of a batch with a row of sums each: D's outputs on real samples, on generated samples, the losses.
 _PARTS = ("real", "fake", "loss")
-_WIDTH = len(_PARTS) * len(SUM_NAMES)
-
-
 _REAL_COUNT, _FAKE_COUNT, _NON_FINITE, _OUT_OF_RANGE = (
     STAT_NAMES.index(name) for name in ("real_count", "fake_count", "non_finite", "out_of_range")
 )

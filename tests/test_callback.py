@@ -13,7 +13,17 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 from template_gan import TemplateGAN, digit_images_loader
 
-from lightning_gan_monitor import FailureMode, GANMonitor, GANMonitorWarning, StoppingReason
+from lightning_gan_monitor import (
+    DiscriminatorScore,
+    FailureMode,
+    FakeDetectionAccuracy,
+    GANMonitor,
+    GANMonitorWarning,
+    GANScores,
+    GeneratorScore,
+    RealDetectionAccuracy,
+    StoppingReason,
+)
 from lightning_gan_monitor.arguments import DEFAULT_CHECK_EVERY
 from lightning_gan_monitor.functional import gan_scores
 
@@ -263,6 +273,21 @@ def test_callback_logs_scores_to_every_logger_and_callback_metrics(tmp_path):
     for name, value in expected.items():
         assert float(gan_rows[-1][f"gan/{name}"]) == pytest.approx(value.item(), abs=1e-5)
         assert trainer.callback_metrics[f"gan/{name}"].item() == pytest.approx(value.item(), abs=1e-6)
+    # and it is what the public Metrics compute, fed the same outputs batch by batch
+    metrics = {
+        "generator_score": (GeneratorScore(from_logits=True), lambda m, r, f: m.update(f)),
+        "discriminator_score": (DiscriminatorScore(from_logits=True), lambda m, r, f: m.update(r, f)),
+        "fake_detection_accuracy": (FakeDetectionAccuracy(from_logits=True), lambda m, r, f: m.update(f)),
+        "real_detection_accuracy": (RealDetectionAccuracy(from_logits=True), lambda m, r, f: m.update(r)),
+    }
+    together = GANScores(from_logits=True)
+    for d_real, d_fake in last:
+        together.update(d_real, d_fake)
+        for metric, update in metrics.values():
+            update(metric, d_real, d_fake)
+    for name, (metric, _) in metrics.items():
+        logged = trainer.callback_metrics[f"gan/{name}"].item()
+        assert logged == pytest.approx(metric.compute().item(), abs=1e-6) == together.compute()[name].item()
 
 
 # ---------------------------------------------------------------------------------------------- errors
