@@ -49,9 +49,6 @@ def test_layout_imports_run_one_way():
 def test_layout_report_is_imported_by_no_module():
     graph = module_imports()
     assert [name for name, deps in graph.items() if "lightning_gan_monitor.report" in deps] == []
-    code = (
-        "import sys, lightning_gan_monitor.pytorch_lightning\n"
-        "print('lightning_gan_monitor.report' in sys.modules)"
-    )
+    code = "import sys, lightning_gan_monitor.pytorch_lightning\nprint('lightning_gan_monitor.report' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"  # only `GANMonitor.plot()` imports it, when called
