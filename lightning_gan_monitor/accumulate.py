@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
@@ -18,7 +18,7 @@ from torch import Tensor
 from lightning_gan_monitor.functional.scores import SUM_NAMES, output_sums, stats_from_sums
 from lightning_gan_monitor.names import STAT_NAMES
 
-__all__ = ["Accumulator", "BatchSums", "scores_from_stats"]
+__all__ = ["Accumulator", "BatchSums", "Reading", "Window", "scores_from_stats"]
 
 #: Parts of a batch with a row of sums each: D's outputs on real samples, on generated samples, the losses.
 _PARTS = ("real", "fake", "loss")
@@ -79,35 +79,58 @@ def _flat_cat(tensors: list[Tensor], device: torch.device) -> Tensor:
     return flat.reshape(-1).to(device, non_blocking=True)
 
 
+class Window(NamedTuple):
+    """The batches since the last check, read back under both readings of D's outputs."""
+
+    #: Per batch: ``[part][reading][sum]``, parts (real, generated, losses), readings (probabilities, logits).
+    rows: list[list[list[list[float]]]]
+
+    @property
+    def outside(self) -> bool:
+        """Whether an output was outside [0, 1] (so D's outputs cannot be probabilities)."""
+        return any(row[0][0][3] + row[1][0][3] > 0 for row in self.rows)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def batches(self, logits: bool) -> list[BatchSums]:
+        """The batches' statistics with D's outputs read as logits or as probabilities."""
+        r = int(logits)
+        return [
+            BatchSums(stats_from_sums(real[r], fake[r]), loss[0][1] < loss[0][4])  # type: ignore[arg-type]
+            for real, fake, loss in self.rows
+        ]
+
+
 class Accumulator:
-    """D's outputs of the batches since the last check, summed at the check into a (capacity, 3, 5) device buffer.
+    """D's outputs of the batches since the last check, summed at the check into a (capacity, 3, 2, 5) device buffer.
 
     An ordinary batch only keeps references to its (detached) outputs and losses: no tensor operation, no wait for
     the device. A check sums every pending batch at once (:func:`~lightning_gan_monitor.functional.output_sums`:
     about ten tensor operations whatever the number of batches) into the preallocated buffer, per batch and part
-    (real, generated, losses), and reads it back once (under DDP, one ``all_gather``, summed over processes).
+    (real, generated, losses) and both readings of D's outputs (as probabilities and as logits: the caller decides
+    which applies), and reads it back once (under DDP, one ``all_gather``, summed over processes).
 
     Args:
         capacity: the most batches between two reads.
-        from_logits: D's outputs are logits (a sigmoid is applied before summing).
 
     Example:
-        >>> acc = Accumulator(capacity=4, from_logits=False)
+        >>> acc = Accumulator(capacity=4)
         >>> acc.add(torch.tensor([0.9, 0.4]), torch.tensor([0.2, 0.6]), [torch.tensor(0.7)])
         >>> acc.skip()  # a batch with nothing to observe
-        >>> [[round(v, 2) for v in b.stats] for b in acc.read()]
-        [[1.3, 2.0, 1.0, 0.8, 2.0, 1.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]]
+        >>> window = acc.read()
+        >>> window.outside, [[round(v, 2) for v in b.stats] for b in window.batches(logits=False)]
+        (False, [[1.3, 2.0, 1.0, 0.8, 2.0, 1.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]])
 
     """
 
-    def __init__(self, capacity: int, from_logits: bool) -> None:
+    def __init__(self, capacity: int) -> None:
         self.capacity = capacity
-        self.from_logits = from_logits
         self.to(torch.device("cpu"))
 
     def to(self, device: torch.device) -> Accumulator:
         """Allocate the buffer on ``device`` (forgetting the batches not read yet)."""
-        self.buffer = torch.zeros(self.capacity, len(_PARTS), len(SUM_NAMES), device=device)
+        self.buffer = torch.zeros(self.capacity, len(_PARTS), 2, len(SUM_NAMES), device=device)
         self._pending: list[list[Tensor] | None] = []  # per batch: d_real, d_fake, then its losses (or None)
         return self
 
@@ -140,12 +163,12 @@ class Accumulator:
         if len(self._pending) == self.capacity:
             raise RuntimeError(f"GANMonitor's buffer holds {self.capacity} batches: read it at least that often")
 
-    def read(self, all_gather: Callable[[Tensor], Tensor] | None = None) -> list[BatchSums]:
+    def read(self, all_gather: Callable[[Tensor], Tensor] | None = None) -> Window:
         """The batches since the last read, summed over processes: one collective and one read-back."""
         pending, self._pending = self._pending, []
         k = len(pending)
         if k == 0:
-            return []
+            return Window([])
         block = self.buffer[:k]
         block.zero_()
         # The outputs of every pending batch, concatenated by kind (a few operations, not a few per batch), then
@@ -163,14 +186,102 @@ class Accumulator:
         if parts:
             sums = output_sums(
                 parts,
-                self.from_logits,
+                from_logits=None,  # both readings
                 rows=[r for kind in rows for r in kind],
                 sizes=[n for kind in segments for n in kind],
             )
-            block.view(-1, len(SUM_NAMES))[: sums.shape[0]] = sums
-        if all_gather is not None:  # (processes, rows, parts, sums), summed over processes
+            block.view(-1, 2, len(SUM_NAMES))[: sums.shape[0]] = sums
+        if all_gather is not None:  # (processes, rows, parts, readings, sums), summed over processes
             block = all_gather(block).reshape(-1, *block.shape).sum(0)
-        return [
-            BatchSums(stats_from_sums(real, fake), loss[1] < loss[4])  # type: ignore[arg-type]
-            for real, fake, loss in block.tolist()
-        ]
+        return Window(block.tolist())
+
+
+class Reading:
+    """How D's outputs are read, probabilities or logits: fixed by ``from_logits``, or decided from the outputs.
+
+    ``from_logits="auto"`` decides at the first check: logits if an output lies outside [0, 1], else probabilities,
+    and says so once. If outputs outside [0, 1] come later, after a start that looked like probabilities, it reads
+    them as logits from that window on (the window itself included) and warns that earlier scores were read as
+    probabilities. ``True`` warns once if every output stayed inside [0, 1] over the first ``check_every`` batches
+    (a sigmoid would be applied twice); ``False`` raises at the first output outside [0, 1].
+
+    Args:
+        from_logits: ``True``, ``False`` or ``"auto"``.
+        check_every: batches of the first window over which ``from_logits=True`` is checked.
+        say: called with ``(message, is_warning)`` for what the reading tells the user.
+
+    Example:
+        >>> said = []
+        >>> reading = Reading("auto", 20, lambda message, warn: said.append(message))
+        >>> reading.choose(outside=True, first=1, last=1), reading.decided
+        (True, 'logits')
+        >>> print(said[0][:84])
+        GANMonitor: reading the discriminator's outputs as logits (some are outside [0, 1];
+
+    """
+
+    def __init__(self, from_logits: bool | str, check_every: int, say: Callable[[str, bool], None]) -> None:
+        self.from_logits = from_logits
+        self.check_every = check_every
+        self.say = say
+        self.decided: str | None = None  # "logits" or "probabilities", once decided
+        self._inside_only = True  # every output inside [0, 1] so far (for the check of from_logits=True)
+
+    def choose(self, outside: bool, first: int, last: int) -> bool:
+        """Whether the window of batches ``first``..``last`` is read as logits.
+
+        Raises:
+            ValueError: with ``from_logits=False``, when an output is outside [0, 1].
+        """
+        if self.from_logits is False:
+            if outside:
+                raise ValueError(
+                    "GANMonitor: the discriminator's outputs are not probabilities: some are outside [0, 1]. If your "
+                    "discriminator returns logits (no sigmoid at the end, as with `BCEWithLogitsLoss`), pass "
+                    "`GANMonitor(from_logits=True)`, or leave `from_logits='auto'` (the default)."
+                )
+            return False
+        if self.from_logits is True:
+            self._inside_only = self._inside_only and not outside
+            if self._inside_only and last >= self.check_every and self.decided is None:
+                self.decided = "logits"
+                self.say(
+                    f"GANMonitor: `from_logits=True`, but every output of the discriminator was inside [0, 1] over the "
+                    f"first {last} batches: they look like probabilities (a sigmoid at the end of D), and the monitor "
+                    "applies a sigmoid again, which squeezes every score towards 0.5. Pass `from_logits=False` (or "
+                    "leave `from_logits='auto'`) if D ends in a sigmoid.",
+                    True,
+                )
+            return True
+        if self.decided is None:
+            self.decided = "logits" if outside else "probabilities"
+            why = (
+                "some are outside [0, 1]; a sigmoid turns them into probabilities"
+                if outside
+                else f"all were inside [0, 1] in batch{'es' if last > first else ''} {first}"
+                + (f"-{last}" if last > first else "")
+            )
+            self.say(
+                f"GANMonitor: reading the discriminator's outputs as {self.decided} ({why}). Pass "
+                f"`GANMonitor(from_logits={self.decided == 'logits'})` to fix the reading.",
+                False,
+            )
+        elif self.decided == "probabilities" and outside:
+            self.decided = "logits"
+            self.say(
+                f"GANMonitor: the discriminator's outputs in batches {first}-{last} are outside [0, 1], after batches "
+                "that were all inside it: reading them as logits from batch "
+                f"{first} on. The scores logged before were computed as probabilities; if D returns logits, pass "
+                "`GANMonitor(from_logits=True)`.",
+                True,
+            )
+        return self.decided == "logits"
+
+    def state_dict(self) -> dict[str, Any]:
+        """What was decided (for checkpoints)."""
+        return {"decided": self.decided, "inside_only": self._inside_only}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`."""
+        self.decided = state.get("decided", self.decided)
+        self._inside_only = state.get("inside_only", self._inside_only)

@@ -47,8 +47,8 @@ def check_arguments(arguments: Mapping[str, Any]) -> None:
     """
     a = SimpleNamespace(**arguments)
     _positive_int("patience", a.patience)
-    if not isinstance(a.from_logits, bool):
-        raise ValueError(f"`from_logits` must be True or False, got {a.from_logits!r}")
+    if not isinstance(a.from_logits, bool) and a.from_logits != "auto":
+        raise ValueError(f"`from_logits` must be True, False or 'auto', got {a.from_logits!r}")
     _choice("on_failure", a.on_failure, ("stop", "warn"))
     _choice("source", a.source, ("auto", "outputs", "probe"))
     for name, key in (("d_real_key", a.d_real_key), ("d_fake_key", a.d_fake_key)):
@@ -175,7 +175,7 @@ class MonitorArguments:
     def __init__(
         self,
         patience: int = 100,
-        from_logits: bool = False,
+        from_logits: bool | Literal["auto"] = "auto",
         on_failure: Literal["stop", "warn"] = "stop",
         source: Literal["auto", "outputs", "probe"] = "auto",
         d_real_key: str = "d_real",
@@ -219,7 +219,9 @@ class MonitorArguments:
 
         Args:
             patience: consecutive training batches a failure condition must hold before its rule fires.
-            from_logits: the discriminator outputs logits (no sigmoid at its end); a sigmoid is applied first.
+            from_logits: ``True``: D outputs logits (no sigmoid at its end), a sigmoid is applied first; ``False``: D
+                outputs probabilities; ``"auto"``: decided at the first check (logits if an output is outside
+                [0, 1]) and said once, switching to logits later if such outputs appear (with a warning).
             on_failure: ``"stop"`` sets ``trainer.should_stop`` when a failure rule fires; ``"warn"`` only reports.
             source: where D's outputs come from: ``"auto"`` (the training step's outputs if they hold the keys, else
                 probing), ``"outputs"`` or ``"probe"``.

@@ -21,7 +21,7 @@ from torch import Tensor
 from typing_extensions import override
 
 from lightning_gan_monitor import tensorboard
-from lightning_gan_monitor.accumulate import Accumulator, scores_from_stats
+from lightning_gan_monitor.accumulate import Accumulator, Reading, scores_from_stats
 from lightning_gan_monitor.arguments import DEFAULT_CHECK_EVERY, MonitorArguments
 from lightning_gan_monitor.compat import from_version_1
 from lightning_gan_monitor.diagnosis import Diagnosis, FailureMode, GANMonitorWarning, StoppingReason
@@ -46,6 +46,13 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 __all__ = ["GANMonitorBase", "GANMonitorWarning"]
+
+
+def _say(message: str, warning: bool) -> None:
+    if warning:
+        rank_zero_warn(message, category=GANMonitorWarning)
+    else:
+        rank_zero_info(message)
 
 
 class GANMonitorBase(MonitorArguments):
@@ -109,7 +116,7 @@ class GANMonitorBase(MonitorArguments):
             samples = (self.diversity_samples, self.real_reservoir_size, self.nearest_k, self.near_duplicate_factor)
             names = (self.real_key, self.fake_key, self.generator_attr, self.verbose)
             self._watch = DiversityWatch(every, *samples, self.feature_extractor, collapse, self.seed, *names)
-        self._accumulator = Accumulator(self.check_every_n_batches or DEFAULT_CHECK_EVERY, self.from_logits)
+        self._accumulator = Accumulator(self.check_every_n_batches or DEFAULT_CHECK_EVERY)
         self._reset_run_state()
 
     # ------------------------------------------------------------------ configuration and state
@@ -136,6 +143,7 @@ class GANMonitorBase(MonitorArguments):
         self._log_every = self.log_every_n_batches or 0
         self._log_stats = [0.0] * NUM_STATS  # summed statistics since the last log point (host)
         self._history = ScoreHistory()  # what was logged at each log point, bounded, for `plot()`
+        self._reading = Reading(self.from_logits, self._check_every, _say)
         self._tracker.reset()
         self._sources.reset()
         if self._watch is not None:
@@ -273,13 +281,10 @@ class GANMonitorBase(MonitorArguments):
             self._accumulator.add_losses([v for k, v in metrics.items() if "loss" in k and isinstance(v, Tensor)])
         # One collective (under DDP) and one read-back; every rank then decides from the same numbers.
         gather = trainer.strategy.all_gather if trainer.world_size > 1 else None
-        batches = self._accumulator.read(gather)
-        if not self.from_logits and any(b.out_of_range for b in batches):
-            raise ValueError(
-                "GANMonitor: the discriminator's outputs are not probabilities: some are outside [0, 1]. If your "
-                "discriminator returns logits (no sigmoid at the end, as with `BCEWithLogitsLoss`), pass "
-                "`GANMonitor(from_logits=True)`."
-            )
+        window = self._accumulator.read(gather)
+        first = self._batches_seen - len(window) + 1
+        logits = bool(window) and self._reading.choose(window.outside, first, self._batches_seen)
+        batches = window.batches(logits)
         observed = [(scores_from_stats(b.stats) if b.observed else None, b.non_finite) for b in batches]
         fired = [*self._tracker.update(observed), *(firings or [])]
         for b in batches:
@@ -393,6 +398,7 @@ class GANMonitorBase(MonitorArguments):
             "batches_seen": self._batches_seen,
             "since_probe": self._sources._since_probe,
             "tracker": self._tracker.state_dict(),
+            "reading": self._reading.state_dict(),
             "log_stats": list(self._log_stats),
             "rng_state": sources["rng"],
             "sample_rng_state": sources["sample_rng"],
@@ -430,6 +436,7 @@ class GANMonitorBase(MonitorArguments):
                 category=GANMonitorWarning,
             )
         self._log_stats = [float(v) for v in state.get("log_stats") or self._log_stats]
+        self._reading.load_state_dict(state.get("reading", {}))
         self._sources.rng_states = {"rng": state.get("rng_state"), "sample_rng": state.get("sample_rng_state")}
         if state.get("fixed_latent") is not None:
             self._fixed_latent = state["fixed_latent"]

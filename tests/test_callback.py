@@ -298,7 +298,7 @@ def test_callback_logs_scores_to_every_logger_and_callback_metrics(tmp_path):
     [
         (dict(patience=-3), "`patience` must be a positive integer, got -3"),
         (dict(patience=2.5), "`patience` must be a positive integer, got 2.5"),
-        (dict(from_logits="yes"), "`from_logits` must be True or False"),
+        (dict(from_logits="yes"), "`from_logits` must be True, False or 'auto', got 'yes'"),
         (dict(on_failure="raise"), "`on_failure` must be one of 'stop', 'warn', got 'raise'"),
         (dict(source="magic"), "`source` must be one of 'auto', 'outputs', 'probe'"),
         (dict(d_real_key=""), "`d_real_key` must be a non-empty string"),
@@ -419,7 +419,7 @@ def test_callback_probabilities_out_of_range_say_to_pass_from_logits(tmp_path):
     fit_and_expect(
         tmp_path,
         ReturnsGAN(lambda r, f: {"d_real": r * 10, "d_fake": f * 10}),
-        GANMonitor(),
+        GANMonitor(from_logits=False),
         make_dataloader(load_digits_tensor(3)),
         ValueError,
         r"outside \[0, 1\].*pass `GANMonitor\(from_logits=True\)`",

@@ -46,6 +46,10 @@ def _flat(x: Tensor, name: str) -> Tensor:
     return x.detach().reshape(-1)
 
 
+#: The columns of both readings' sums (``from_logits=None``), from the eight flags summed by ``output_sums``.
+_BOTH = torch.tensor([0, 1, 2, 3, 4, 5, 1, 6, 7, 4])
+
+
 @functools.lru_cache(maxsize=32)
 def _parts_matrix(sizes: tuple[int, ...], rows: tuple[int, ...], device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
     """(rows, n) 0/1 matrix summing each part's values into its row, and vectors of n ones and zeros (per shape)."""
@@ -57,12 +61,12 @@ def _parts_matrix(sizes: tuple[int, ...], rows: tuple[int, ...], device: torch.d
 
 def output_sums(
     parts: Sequence[Tensor],
-    from_logits: bool = False,
+    from_logits: bool | None = False,
     rows: Sequence[int] | None = None,
     out: Tensor | None = None,
     sizes: Sequence[int] | None = None,
 ) -> Tensor:
-    """Per part, the sums and counts of ``SUM_NAMES``: a (len(parts), 5) float32 tensor.
+    """Per part, the sums and counts of ``SUM_NAMES``: a (len(parts), 5) float32 tensor (or (len(parts), 2, 5)).
 
     For each part (e.g. D's outputs on real samples, on generated samples, the losses): the sum of the probabilities
     over its finite values, the number of finite values, of values rated at least 0.5, of finite probabilities outside
@@ -71,7 +75,8 @@ def output_sums(
 
     Args:
         parts: tensors of any shape on one device (flattened; half precision is summed in float32).
-        from_logits: the values are logits; a sigmoid turns them into probabilities first.
+        from_logits: the values are logits; a sigmoid turns them into probabilities first. None: both readings,
+            as probabilities (``[..., 0, :]``) and as logits (``[..., 1, :]``), for a caller that decides later.
         rows: the row of the result each part is added to (e.g. ``(0, 1, 2, 2)`` to add two losses into one row);
             None: part i in row i.
         out: an optional float32 tensor of the result's shape to write into (e.g. a preallocated buffer).
@@ -89,6 +94,12 @@ def output_sums(
     index = tuple(rows) if rows is not None else tuple(range(len(segments)))
     matrix, ones, zeros = _parts_matrix(segments, index, x.device)
     finite = x.isfinite()
+    if from_logits is None:  # both: [p, finite, p >= 0.5, out of range, count, s, s >= 0.5, 0] with s = sigmoid(x)
+        p, s = x.where(finite, 0.0), x.sigmoid().where(finite, 0.0)
+        out_of_range = (p.clamp(0.0, 1.0) != p).float()
+        flags = torch.stack((p, finite.float(), (p >= 0.5).float(), out_of_range, ones, s, (s >= 0.5).float(), zeros))
+        both = torch.mm(matrix, flags.T).index_select(1, _BOTH.to(x.device)).view(-1, 2, len(SUM_NAMES))
+        return both if out is None else out.copy_(both)
     p = (x.sigmoid() if from_logits else x).where(finite, 0.0)
     out_of_range = zeros if from_logits else (p.clamp(0.0, 1.0) != p).float()  # a sigmoid is always in range
     flags = torch.stack((p, finite.float(), (p >= 0.5).float(), out_of_range, ones))

@@ -1,0 +1,108 @@
+"""How D's outputs are read (`from_logits`): a sigmoid D and a logits D, each with "auto", True and False."""
+
+import logging
+import warnings
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from conftest import RecordOutputs, make_trainer
+from digits_gan import DigitsGAN, load_digits_tensor, make_dataloader
+
+from lightning_gan_monitor import GANMonitor, GANMonitorWarning, GANScores
+from lightning_gan_monitor.accumulate import Reading
+
+BATCHES = 30  # 6 epochs of 5 batches; the monitor logs every 10
+
+
+class SigmoidGAN(DigitsGAN):
+    """The example's GAN with a D that ends in a sigmoid (as with `BCELoss`): it returns probabilities."""
+
+    def training_step(self, batch, batch_idx):
+        out = super().training_step(batch, batch_idx)
+        return {**out, "d_real": torch.sigmoid(out["d_real"]), "d_fake": torch.sigmoid(out["d_fake"])}
+
+
+def run(tmp_path, sigmoid: bool, from_logits, caplog):
+    recorder, monitor = RecordOutputs(), GANMonitor(from_logits=from_logits, log_every_n_batches=10)
+    pl.seed_everything(0)
+    model = SigmoidGAN() if sigmoid else DigitsGAN()
+    trainer = make_trainer(tmp_path, [recorder, monitor], max_epochs=BATCHES // 5)
+    with caplog.at_level(logging.INFO), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", GANMonitorWarning)
+        trainer.fit(model, make_dataloader(load_digits_tensor(3)))
+    said = [r.getMessage() for r in caplog.records if "reading the discriminator" in r.getMessage()]
+    warned = [str(w.message) for w in caught if issubclass(w.category, GANMonitorWarning)]
+    return recorder, trainer, said, warned
+
+
+def logged_equals_metric(recorder, trainer, from_logits: bool) -> None:
+    metric = GANScores(from_logits=from_logits)
+    for d_real, d_fake in recorder.batches[20:30]:  # the last log window
+        metric.update(d_real, d_fake)
+    for name, value in metric.compute().items():
+        assert trainer.callback_metrics[f"gan/{name}"].item() == pytest.approx(value.item(), abs=1e-6), name
+
+
+def test_reading_auto_reads_a_logits_discriminator_as_logits(tmp_path, caplog):
+    recorder, trainer, said, warned = run(tmp_path, sigmoid=False, from_logits="auto", caplog=caplog)
+    assert said == [
+        "GANMonitor: reading the discriminator's outputs as logits (some are outside [0, 1]; a sigmoid turns them "
+        "into probabilities). Pass `GANMonitor(from_logits=True)` to fix the reading."
+    ]
+    assert warned == []
+    logged_equals_metric(recorder, trainer, from_logits=True)
+
+
+def test_reading_auto_reads_a_sigmoid_discriminator_as_probabilities(tmp_path, caplog):
+    recorder, trainer, said, warned = run(tmp_path, sigmoid=True, from_logits="auto", caplog=caplog)
+    assert said == [
+        "GANMonitor: reading the discriminator's outputs as probabilities (all were inside [0, 1] in batch 1). "
+        "Pass `GANMonitor(from_logits=False)` to fix the reading."
+    ]
+    assert warned == []
+    logged_equals_metric(recorder, trainer, from_logits=False)
+
+
+def test_reading_true_on_a_logits_discriminator_is_silent_and_right(tmp_path, caplog):
+    recorder, trainer, said, warned = run(tmp_path, sigmoid=False, from_logits=True, caplog=caplog)
+    assert said == [] and warned == []
+    logged_equals_metric(recorder, trainer, from_logits=True)
+
+
+def test_reading_true_on_a_sigmoid_discriminator_warns_of_a_double_sigmoid(tmp_path, caplog):
+    recorder, trainer, _, warned = run(tmp_path, sigmoid=True, from_logits=True, caplog=caplog)
+    assert len(warned) == 1 and warned[0].startswith(
+        "GANMonitor: `from_logits=True`, but every output of the discriminator was inside [0, 1] over the first 20 "
+        "batches: they look like probabilities"
+    )
+    assert "a sigmoid again" in warned[0] and "Pass `from_logits=False`" in warned[0]
+    logged_equals_metric(recorder, trainer, from_logits=True)  # what was asked for, computed as asked
+
+
+def test_reading_false_on_a_sigmoid_discriminator_is_silent_and_right(tmp_path, caplog):
+    recorder, trainer, said, warned = run(tmp_path, sigmoid=True, from_logits=False, caplog=caplog)
+    assert said == [] and warned == []
+    logged_equals_metric(recorder, trainer, from_logits=False)
+
+
+def test_reading_false_on_a_logits_discriminator_is_a_clear_error(tmp_path, caplog):
+    with pytest.raises(ValueError, match=r"outside \[0, 1\].*pass `GANMonitor\(from_logits=True\)`, or leave"):
+        run(tmp_path, sigmoid=False, from_logits=False, caplog=caplog)
+
+
+def test_reading_auto_switches_to_logits_when_outputs_leave_0_1_and_says_so():
+    said = []
+    reading = Reading("auto", 20, lambda message, warning: said.append((message, warning)))
+    assert reading.choose(outside=False, first=1, last=1) is False
+    assert reading.choose(outside=False, first=2, last=20) is False
+    assert reading.choose(outside=True, first=21, last=40) is True  # the window itself is read as logits
+    assert reading.choose(outside=False, first=41, last=60) is True  # and every later one
+    assert [warning for _, warning in said] == [False, True]
+    assert said[1][0].startswith(
+        "GANMonitor: the discriminator's outputs in batches 21-40 are outside [0, 1], after batches that were all "
+        "inside it: reading them as logits from batch 21 on."
+    )
+    restored = Reading("auto", 20, lambda *_: None)
+    restored.load_state_dict(reading.state_dict())
+    assert restored.choose(outside=False, first=61, last=80) is True
