@@ -262,6 +262,15 @@ class Sources(PicklesGenerators):
                 f"'{self.d_real_key}': d_real.detach(), '{self.d_fake_key}': d_fake.detach()}}`), or set "
                 f"`GANMonitor(d_real_key=..., d_fake_key=...)` to the keys you return{how_to_probe}."
             )
+        if isinstance(outputs, Mapping) and set(outputs) - {"loss"}:  # more than the loss Lightning wraps in a dict
+            rank_zero_warn(
+                f"GANMonitor: `training_step` returned a dict with keys {sorted(map(str, outputs))}, without "
+                f"'{self.d_real_key}' and '{self.d_fake_key}' (D's outputs on the real and the generated batch). If "
+                "two of those keys hold them, set `GANMonitor(d_real_key=..., d_fake_key=...)`; until then the "
+                f"monitor probes `{self.generator_attr}` and `{self.discriminator_attr}` itself, every "
+                f"{self.probe_every} batches.",
+                category=GANMonitorWarning,
+            )
         return "probe"
 
     # ------------------------------------------------------------------ per batch

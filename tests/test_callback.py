@@ -630,3 +630,24 @@ def test_callback_nan_loss_logged_with_self_log_is_dated_to_its_batch(tmp_path):
 def fit_digits_model(tmp_path, monitor, model, epochs):
     pl.seed_everything(0)
     make_trainer(tmp_path, [monitor], max_epochs=epochs).fit(model, make_dataloader(load_digits_tensor(3)))
+
+
+def test_callback_a_dict_without_the_keys_warns_names_them_and_probes(tmp_path):
+    model = ReturnsGAN(lambda r, f: {"real_logits": r, "fake_logits": f})
+    monitor = GANMonitor(from_logits=True)
+    with pytest.warns(GANMonitorWarning) as record:
+        make_trainer(tmp_path, [monitor], max_epochs=2).fit(model, make_dataloader(load_digits_tensor(3)))
+    said = [str(w.message) for w in record if "without 'd_real'" in str(w.message)]
+    assert said == [
+        "GANMonitor: `training_step` returned a dict with keys ['fake_logits', 'real_logits'], without 'd_real' and "
+        "'d_fake' (D's outputs on the real and the generated batch). If two of those keys hold them, set "
+        "`GANMonitor(d_real_key=..., d_fake_key=...)`; until then the monitor probes `generator` and "
+        "`discriminator` itself, every 10 batches."
+    ]
+    assert monitor._sources.resolved == "probe"
+    # the loss alone (what Lightning makes of `return loss`) is no reason to warn
+    quiet = GANMonitor(from_logits=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", GANMonitorWarning)
+        model = ReturnsGAN(lambda r, f: {"loss": torch.tensor(0.0)})
+        make_trainer(tmp_path, [quiet], max_epochs=1).fit(model, make_dataloader(load_digits_tensor(3)))
