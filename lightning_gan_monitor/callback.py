@@ -150,7 +150,7 @@ class GANMonitorBase(MonitorArguments):
             self._watch.reset(tracker=True)
         self._fixed_latent: Tensor | None = None
         self._real_images: Tensor | None = None
-        self._real_grid_written = False
+        self._pictures = tensorboard.SamplePictures(self.image_shape, self.image_range)
         self._warned: set[str] = set()
 
     @property
@@ -334,21 +334,21 @@ class GANMonitorBase(MonitorArguments):
 
     def _write_grids(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         writers = self._tensorboard_writers(trainer)
-        if not writers:
+        if not writers or self._pictures.kind == "none":
             return
         if self._fixed_latent is None:
             problem = self._sources.probe_problem or "not set up"
             self._say_once("no grid", f"no image grids: the monitor cannot run the generator ({problem}).")
             return
         fake = self._sources.generate(pl_module, z=self._fixed_latent.to(pl_module.device))
-        real = None if self._real_grid_written else self._real_images
-        problem = tensorboard.write_sample_grids(
-            writers, fake, real, self.image_shape, self.image_range, self._batches_seen
-        )
-        if problem is not None:
-            self._say_once("not images", f"{problem}.")
-        elif real is not None:
-            self._real_grid_written = True
+        try:
+            said = self._pictures.write(writers, fake, self._real_images, self._batches_seen)
+        except (ValueError, RuntimeError) as err:  # an optional feature: turned off, training goes on
+            self._pictures.kind = "none"
+            rank_zero_warn(f"GANMonitor: no more pictures of the samples: {err}", category=GANMonitorWarning)
+            return
+        if said:
+            self._say_once("pictures", said)
 
     def _say_once(self, key: str, message: str) -> None:
         if key not in self._warned:

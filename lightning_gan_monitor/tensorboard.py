@@ -20,17 +20,20 @@ __all__ = [
     "REAL_SAMPLES_TAG",
     "SAMPLES_TAG",
     "SUMMARY_TAG",
+    "SamplePictures",
     "as_images",
     "code_block",
     "from_code_block",
     "is_tensorboard_logger",
     "make_grid",
+    "scatter_image",
+    "scatter_limits",
     "score_layout",
+    "square_image_shape",
     "to_markdown",
     "write_config",
     "write_diagnosis",
     "write_grid",
-    "write_sample_grids",
     "write_score_layout",
     "write_summary",
     "writers",
@@ -252,31 +255,133 @@ def is_tensorboard_logger(logger: Any) -> bool:
     return isinstance(logger, types)
 
 
-def write_sample_grids(
-    writers: Sequence[Any],
-    fake: Tensor,
-    real: Tensor | None,
-    image_shape: Sequence[int] | None,
-    value_range: tuple[float, float] | None,
-    step: int,
-) -> str | None:
-    """Write the grid of generated samples (and of ``real`` ones, if given) to every writer.
+def square_image_shape(sample_shape: Sequence[int]) -> list[int] | None:
+    """``[1, s, s]`` for flat samples of ``s * s`` values (64: 8x8 digits, 784: MNIST), else None.
 
-    Returns:
-        None, or why there is no grid (the samples are not images), naming the argument that would give one.
+    Example:
+        >>> square_image_shape([64]), square_image_shape([10]), square_image_shape([3, 8, 8])
+        ([1, 8, 8], None, None)
+
     """
-    images = as_images(fake, image_shape)
-    if images is None:
-        return (
-            f"no image grids: generated samples of shape {tuple(fake.shape[1:])} are not images (N, C, H, W) with C "
-            "in 1, 3, 4; pass `GANMonitor(image_shape=[C, H, W])` to show them as images"
-        )
-    nrow = max(1, round(images.shape[0] ** 0.5))
-    grids = [(SAMPLES_TAG, images), (REAL_SAMPLES_TAG, None if real is None else as_images(real, image_shape))]
-    for tag, batch in grids:
-        if batch is None:
+    if len(sample_shape) != 1 or sample_shape[0] < 4:
+        return None
+    side = round(sample_shape[0] ** 0.5)
+    return [1, side, side] if side * side == sample_shape[0] else None
+
+
+def scatter_limits(points: Tensor, margin: float = 0.1) -> tuple[float, float, float, float]:
+    """Axes ``(x_low, x_high, y_low, y_high)`` around 2-D points with a margin, kept fixed for every later plot."""
+    low, high = points.float().amin(0).tolist(), points.float().amax(0).tolist()
+    pad = [max(margin * (h - lo), 1e-6) for lo, h in zip(low, high)]
+    return low[0] - pad[0], high[0] + pad[0], low[1] - pad[1], high[1] + pad[1]
+
+
+def scatter_image(
+    fake: Tensor, real: Tensor | None, limits: tuple[float, float, float, float], size: int = 256
+) -> Tensor:
+    """A (3, size, size) scatter plot in [0, 1]: real points gray, generated points red, fixed axes ``limits``.
+
+    Points outside the axes are drawn on the border, so a generator that wanders off still shows.
+
+    Example:
+        >>> image = scatter_image(torch.zeros(5, 2), torch.randn(50, 2), (-3.0, 3.0, -3.0, 3.0), size=64)
+        >>> image.shape, bool((image[0] > 0.8).logical_and(image[1] < 0.3).any())  # red dots
+        (torch.Size([3, 64, 64]), True)
+
+    """
+    image = torch.ones(3, size, size)
+    image[:, [0, -1], :] = 0.6  # a frame
+    image[:, :, [0, -1]] = 0.6
+    x_low, x_high, y_low, y_high = limits
+    for points, color in ((real, (0.6, 0.6, 0.6)), (fake, (0.85, 0.1, 0.1))):
+        if points is None or points.shape[0] == 0:
             continue
-        grid = make_grid(batch, nrow=nrow, value_range=value_range)
-        for writer in writers:
-            write_grid(writer, tag, grid, step)
-    return None
+        xy = points.detach().float().cpu().reshape(points.shape[0], -1)
+        col = ((xy[:, 0] - x_low) / (x_high - x_low) * (size - 1)).round().clamp(1, size - 2).long()
+        row = ((y_high - xy[:, 1]) / (y_high - y_low) * (size - 1)).round().clamp(1, size - 2).long()
+        for dy in (-1, 0, 1):  # 3x3 dots
+            for dx in (-1, 0, 1):
+                for channel, value in enumerate(color):
+                    image[channel, row + dy, col + dx] = value
+    return image
+
+
+class SamplePictures:
+    """Pictures of the generated samples for TensorBoard's Images tab, whatever kind of samples a GAN makes.
+
+    Decided at the first picture: images (N, C, H, W) with C in 1, 3, 4, or of ``image_shape``, as grids; flat
+    vectors of a square length (64, 784, 1024) as grayscale square images; 2-D points as a scatter plot of generated
+    against real points on fixed axes; anything else gets no picture and one line saying which argument would give
+    one. The real samples are drawn once as a grid, or in every scatter plot.
+
+    Args:
+        image_shape: the monitor's ``image_shape`` (None: decided from the samples).
+        value_range: the monitor's ``image_range``.
+
+    Example:
+        >>> pictures = SamplePictures(None, (-1.0, 1.0))
+        >>> print(pictures.decide(torch.zeros(4, 64)))
+        showing generated samples of shape (64,) as 8x8 grayscale images; pass `GANMonitor(image_shape=[C, H, W])` ...
+        >>> pictures.kind, pictures.image_shape
+        ('grid', [1, 8, 8])
+
+    """
+
+    def __init__(self, image_shape: Sequence[int] | None, value_range: tuple[float, float] | None) -> None:
+        self.image_shape = list(image_shape) if image_shape is not None else None
+        self.value_range = value_range
+        self.kind: str | None = None  # "grid", "scatter" or "none", once decided
+        self.limits: tuple[float, float, float, float] | None = None
+        self.real_written = False
+
+    def decide(self, fake: Tensor) -> str:
+        """Decide the kind of picture for samples like ``fake``; what to tell the user about it (or "")."""
+        shape = list(fake.shape[1:])
+        if self.image_shape is not None or (len(shape) == 3 and shape[0] in (1, 3, 4)):
+            self.kind = "grid"
+            return ""
+        square = square_image_shape(shape)
+        if square is not None:
+            self.kind, self.image_shape = "grid", square
+            return (
+                f"showing generated samples of shape {tuple(shape)} as {square[1]}x{square[2]} grayscale images; "
+                "pass `GANMonitor(image_shape=[C, H, W])` to show them otherwise."
+            )
+        if shape == [2]:
+            self.kind = "scatter"
+            return "showing 2-D samples as a scatter plot of generated (red) against real (gray) points."
+        self.kind = "none"
+        return (
+            f"no picture of the generated samples: samples of shape {tuple(shape)} are neither images (N, C, H, W) "
+            "with C in 1, 3 or 4, flat square images (such as 64 = 8x8 values) nor 2-D points; if they are images, "
+            "pass `GANMonitor(image_shape=[C, H, W])`."
+        )
+
+    def write(self, writers: Sequence[Any], fake: Tensor, real: Tensor | None, step: int) -> str:
+        """Write the picture of ``fake`` (and ``real``) at ``step``; returns what to tell the user once (or "").
+
+        Raises:
+            ValueError: if ``image_shape`` does not fit the samples (see :func:`as_images`).
+        """
+        said = self.decide(fake) if self.kind is None else ""
+        if self.kind == "scatter":
+            if self.limits is None:
+                self.limits = scatter_limits(real if real is not None and real.shape[0] else fake)
+            picture = scatter_image(fake, real, self.limits)
+            for writer in writers:
+                write_grid(writer, SAMPLES_TAG, picture, step)
+        elif self.kind == "grid":
+            images = as_images(fake, self.image_shape)
+            assert images is not None
+            grids = [(SAMPLES_TAG, images)]
+            if real is not None and not self.real_written:
+                real_images = as_images(real, self.image_shape)
+                if real_images is not None:
+                    grids.append((REAL_SAMPLES_TAG, real_images))
+                self.real_written = True
+            nrow = max(1, round(images.shape[0] ** 0.5))
+            for tag, batch in grids:
+                grid = make_grid(batch, nrow=nrow, value_range=self.value_range)
+                for writer in writers:
+                    write_grid(writer, tag, grid, step)
+        return said

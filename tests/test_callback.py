@@ -12,6 +12,7 @@ from digits_gan import SCENARIOS, DigitsGAN, load_digits_tensor, make_dataloader
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 from template_gan import TemplateGAN, digit_images_loader
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from lightning_gan_monitor import (
     DiscriminatorScore,
@@ -562,7 +563,7 @@ def test_callback_feature_extractor_with_fid_kid_and_bad_outputs(tmp_path):
     )
 
 
-def test_callback_non_image_samples_are_skipped_with_one_message(tmp_path, caplog):
+def test_callback_flat_square_samples_are_shown_as_images_with_one_message(tmp_path, caplog):
     logger = TensorBoardLogger(tmp_path, name="tb")
     with caplog.at_level(logging.INFO):
         fit_digits(
@@ -571,8 +572,16 @@ def test_callback_non_image_samples_are_skipped_with_one_message(tmp_path, caplo
             epochs=4,
             trainer_kwargs=dict(logger=logger),
         )
-    skipped = [r for r in caplog.records if "are not images" in r.getMessage()]
-    assert len(skipped) == 1 and "`GANMonitor(image_shape=[C, H, W])`" in skipped[0].getMessage()
+    said = [r.getMessage() for r in caplog.records if "grayscale images" in r.getMessage()]
+    assert said == [
+        "GANMonitor: showing generated samples of shape (64,) as 8x8 grayscale images; pass "
+        "`GANMonitor(image_shape=[C, H, W])` to show them otherwise."
+    ]
+    events = EventAccumulator(logger.log_dir, size_guidance={"images": 0})
+    events.Reload()
+    samples = events.Images("gan/samples")
+    assert [e.step for e in samples] == [5, 10, 15, 20] and len(events.Images("gan/real_samples")) == 1
+    assert (samples[0].width, samples[0].height) == (8 * 8 + 9 * 2, 8 * 8 + 9 * 2)  # 8 x 8 digits, 2 px apart
 
 
 def test_callback_resumes_from_a_checkpoint_written_by_version_0_1(tmp_path):

@@ -1,10 +1,13 @@
 import io
+import logging
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
-from conftest import RecordOutputs, fit_digits
+from conftest import RecordOutputs, fit_digits, make_trainer
 from digits_gan import SCENARIOS
 from PIL import Image
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
@@ -173,3 +176,31 @@ def test_tensorboard_diversity_scalars_and_collapse_diagnosis(collapse_run):
     assert all(e.value == 1.0 for e in events.Scalars("gan/near_duplicates"))
     (text,) = events.Tensors("gan/diagnosis/text_summary")
     assert text.tensor_proto.string_val[0].decode().startswith("Mode collapse after 300 training batches")
+
+
+def test_tensorboard_2d_samples_get_a_scatter_plot_on_fixed_axes(tmp_path, caplog):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import mixture_modes
+
+    torch.manual_seed(0)
+    points = mixture_modes.sample("ring", 512, torch.Generator().manual_seed(0))
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(points), batch_size=64, shuffle=True)
+    logger = TensorBoardLogger(tmp_path, name="tb")
+    monitor = GANMonitor(from_logits=True, image_every_n_epochs=2, diversity_every_n_batches=None)
+    with caplog.at_level(logging.INFO):
+        make_trainer(tmp_path, [monitor], max_epochs=6, logger=logger).fit(mixture_modes.MixtureGAN(), loader)
+    assert any(
+        "as a scatter plot of generated (red) against real (gray) points" in r.getMessage() for r in caplog.records
+    )
+    events = EventAccumulator(logger.log_dir, size_guidance={"images": 0})
+    events.Reload()
+    plots = events.Images("gan/samples")
+    assert [e.step for e in plots] == [16, 32, 48] and "gan/real_samples" not in events.Tags()["images"]
+    pixels = [np.asarray(Image.open(io.BytesIO(e.encoded_image_string)).convert("RGB")) for e in plots]
+    for image in pixels:
+        assert image.shape == (256, 256, 3)
+        red = (image[..., 0] > 180) & (image[..., 1] < 80)
+        gray = (image[..., 0] == image[..., 1]) & (image[..., 0] > 120) & (image[..., 0] < 180)
+        assert red.sum() > 50 and gray.sum() > 500  # generated and real points both drawn
+    (tmp_path / "scatter.png").write_bytes(plots[-1].encoded_image_string)  # looked at during development
+    assert monitor._pictures.limits is not None  # the same axes for every plot
