@@ -138,6 +138,10 @@ def check_arguments(arguments: Mapping[str, Any]) -> None:
             f"got {a.image_shape!r}"
         )
     _positive_int("num_image_samples", a.num_image_samples)
+    if not isinstance(a.prefix, str) or not a.prefix or a.prefix != a.prefix.strip():
+        raise ValueError(
+            f"`prefix` must be a non-empty string without surrounding spaces (e.g. 'gan/'), got {a.prefix!r}"
+        )
     if a.image_range is not None and (
         not isinstance(a.image_range, Sequence)
         or len(a.image_range) != 2
@@ -214,6 +218,7 @@ class MonitorArguments:
         image_shape: list[int] | None = None,
         num_image_samples: int = 64,
         image_range: tuple[float, float] | None = (-1.0, 1.0),
+        prefix: str = "gan/",
     ) -> None:
         """Check and keep the arguments, then build the monitor's parts.
 
@@ -280,6 +285,8 @@ class MonitorArguments:
             num_image_samples: images per grid (the size of the fixed latent batch).
             image_range: sample values shown as black and white, ``(low, high)``; None scales each grid to its own
                 range.
+            prefix: the start of every tag the monitor logs (``gan/generator_score``, ``gan/diagnosis``, ...): give
+                each monitor of one Trainer its own (e.g. ``"d1/"`` and ``"d2/"`` for two discriminators).
 
         Raises:
             ValueError: for an argument outside its allowed values (the message names it).
@@ -326,6 +333,7 @@ class MonitorArguments:
         self.image_shape = list(image_shape) if image_shape is not None else None
         self.num_image_samples = num_image_samples
         self.image_range = tuple(image_range) if image_range is not None else None
+        self.prefix = prefix
         self._build()
 
     def _config(self) -> dict[str, Any]:

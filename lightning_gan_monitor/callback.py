@@ -150,18 +150,22 @@ class GANMonitorBase(MonitorArguments):
             self._watch.reset(tracker=True)
         self._fixed_latent: Tensor | None = None
         self._real_images: Tensor | None = None
-        self._pictures = tensorboard.SamplePictures(self.image_shape, self.image_range)
+        self._pictures = tensorboard.SamplePictures(self.image_shape, self.image_range, self.prefix)
         self._warned: set[str] = set()
 
     @property
     @override
     def state_key(self) -> str:
         # Lightning reads this around every hook of every batch: build it once per set of the attributes it uses.
-        keys = (self.d_real_key, self.d_fake_key, self.generator_attr, self.discriminator_attr)
+        # The prefix counts only when it is not the default, so checkpoints of monitors without one keep their key.
+        keys = (self.d_real_key, self.d_fake_key, self.generator_attr, self.discriminator_attr, self.prefix)
         cached = self.__dict__.get("_state_key_cache")
         if cached is None or cached[0] != keys:
-            names = ("d_real_key", "d_fake_key", "generator_attr", "discriminator_attr")
-            cached = self._state_key_cache = (keys, self._generate_state_key(**dict(zip(names, keys))))
+            names = ("d_real_key", "d_fake_key", "generator_attr", "discriminator_attr", "prefix")
+            named = dict(zip(names, keys))
+            if self.prefix == "gan/":
+                del named["prefix"]
+            cached = self._state_key_cache = (keys, self._generate_state_key(**named))
         return cached[1]
 
     @property
@@ -181,12 +185,12 @@ class GANMonitorBase(MonitorArguments):
         # A fresh start per fit (which also avoids double counts after a `ddp_spawn`).
         if stage == "fit":
             self._reset_run_state()
-            monitors = [c for c in trainer.callbacks if isinstance(c, GANMonitorBase)]
-            if len(monitors) > 1 and monitors[0] is self:
+            sharing = [c for c in trainer.callbacks if isinstance(c, GANMonitorBase) and c.prefix == self.prefix]
+            if len(sharing) > 1 and sharing[0] is self:
                 rank_zero_warn(
-                    f"{len(monitors)} GANMonitors in one Trainer all log under the same `gan/*` names, so their "
+                    f"{len(sharing)} GANMonitors in one Trainer log under the same `prefix={self.prefix!r}`, so their "
                     "logged values mix in every logger (each one's `failure`, `diagnoses`, stop decision and "
-                    "checkpoint state stay its own). Keep one monitor per Trainer to read its logs.",
+                    "checkpoint state stay its own). Give each its own, e.g. `GANMonitor(prefix='d2/')`.",
                     category=GANMonitorWarning,
                 )
 
@@ -205,11 +209,13 @@ class GANMonitorBase(MonitorArguments):
             shape = (self.num_image_samples, *self._sources.latent_shape)  # type: ignore[misc]
             self._fixed_latent = torch.randn(shape, generator=cpu)
         if trainer.is_global_zero:
+            monitors = [c for c in trainer.callbacks if isinstance(c, GANMonitorBase)]
             for writer in self._tensorboard_writers(trainer):
-                tensorboard.write_score_layout(writer)
+                if monitors[0] is self:  # one layout per run: the first monitor writes every monitor's
+                    tensorboard.write_score_layout(writer, list(dict.fromkeys(m.prefix for m in monitors)))
                 # the thresholds of this run, so a report drawn from the logs shades the bands it really used
                 config = {**self._config(), "on_failure": self.on_failure}
-                tensorboard.write_config(writer, config, self._batches_seen)
+                tensorboard.write_config(writer, config, self._batches_seen, self.prefix)
 
     @override
     @torch.no_grad()
@@ -267,7 +273,7 @@ class GANMonitorBase(MonitorArguments):
             if self.verbose:
                 rank_zero_info(str(self.summary))
             for writer in self._tensorboard_writers(trainer):
-                tensorboard.write_summary(writer, str(self.summary), self._batches_seen)
+                tensorboard.write_summary(writer, str(self.summary), self._batches_seen, self.prefix)
 
     # ------------------------------------------------------------------ the check: read back, decide, log
 
@@ -313,15 +319,19 @@ class GANMonitorBase(MonitorArguments):
             rank_zero_warn(f"GANMonitor: {diagnosis.message}", category=GANMonitorWarning)
         if trainer.is_global_zero:
             for writer in self._tensorboard_writers(trainer):
-                tensorboard.write_diagnosis(writer, diagnosis.message, self._batches_seen)
+                tensorboard.write_diagnosis(writer, diagnosis.message, self._batches_seen, self.prefix)
 
     def _log_values(self, trainer: pl.Trainer, values: dict[str, float], metrics: dict[str, Any] | None) -> None:
-        """Log host floats to every logger, the history and ``metrics`` (if given); NaN/inf values are left out."""
+        """Log host floats named ``gan/<name>`` to the history, and under ``prefix`` to the loggers and ``metrics``.
+
+        NaN/inf values are left out.
+        """
         # rounded to float32, as `trainer.callback_metrics` holds them, so every logger shows the same number
         values = {k: v for k, v in zip(values, array("f", values.values()).tolist()) if math.isfinite(v)}
         if not values:
             return
-        self._history.add(self._batches_seen, values)
+        self._history.add(self._batches_seen, values)  # by the default names, which plot() and the summary read
+        values = {tensorboard.tag(name, self.prefix): value for name, value in values.items()}
         step = self._batches_seen - 1  # Lightning logs `self.log` values of batch k at step k - 1
         for logger in trainer.loggers:
             logger.log_metrics(dict(values), step=step)

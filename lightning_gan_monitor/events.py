@@ -20,7 +20,7 @@ from lightning_gan_monitor.tensorboard import (
     from_code_block,
 )
 
-__all__ = ["DEFAULT_CONFIG", "SCORE_TAGS", "RunData", "find_runs", "read_run", "read_runs"]
+__all__ = ["DEFAULT_CONFIG", "SCORE_TAGS", "RunData", "find_runs", "monitor_prefixes", "read_run", "read_runs"]
 
 SCORE_TAGS = ("gan/generator_score", "gan/discriminator_score")
 #: The thresholds a report shades when a run's logs hold no ``gan/config`` (logs of version 0.1): the monitor's
@@ -107,31 +107,54 @@ def find_runs(logdir: str | os.PathLike) -> list[Path]:
     return runs
 
 
-def read_run(run_dir: str | os.PathLike, name: str | None = None) -> RunData:
-    """The GAN monitor's tags in one folder's event files (returned empty of scalars if it has none).
-
-    Args:
-        run_dir: a folder holding event files (as :func:`find_runs` returns them).
-        name: the run's title; None: the folder's name.
-
-    """
+def _load(run_dir: str | os.PathLike) -> Any:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     # 0 keeps every event: the default reservoir would keep a random few images and texts.
     events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "images": 0, "tensors": 0})
     events.Reload()
+    return events
+
+
+def monitor_prefixes(tags: dict[str, list[str]]) -> list[str]:
+    """The ``prefix`` of each monitor that logged into one run (``["gan/"]`` when none is recognised).
+
+    Example:
+        >>> monitor_prefixes({"scalars": ["gan/generator_score", "d2/generator_score", "loss"], "tensors": []})
+        ['gan/', 'd2/']
+
+    """
+    ends = {"scalars": "generator_score", "tensors": "config/text_summary"}
+    found = {t.removesuffix(end) for kind, end in ends.items() for t in tags.get(kind, []) if t.endswith(end)}
+    return sorted(found, key=lambda prefix: (prefix != "gan/", prefix)) or ["gan/"]  # the default first
+
+
+def read_run(run_dir: str | os.PathLike, name: str | None = None, prefix: str = "gan/", events: Any = None) -> RunData:
+    """One monitor's tags in one folder's event files (returned empty of scalars if it has none).
+
+    The tags are read under the monitor's ``prefix`` and kept under their default names (``gan/generator_score``
+    ...), which the report draws.
+
+    Args:
+        run_dir: a folder holding event files (as :func:`find_runs` returns them).
+        name: the run's title; None: the folder's name.
+        prefix: the monitor's ``prefix``.
+        events: the folder's ``EventAccumulator``, already loaded (None: load it).
+
+    """
+    events = events if events is not None else _load(run_dir)
     tags = events.Tags()
     run = RunData(name=name if name is not None else Path(run_dir).name)
     for tag in tags["scalars"]:
-        if tag.startswith("gan/"):
+        if tag.startswith(prefix):
             scalars = events.Scalars(tag)
-            run.scalars[tag] = ([e.step + 1 for e in scalars], [e.value for e in scalars])
+            run.scalars[_default(tag, prefix)] = ([e.step + 1 for e in scalars], [e.value for e in scalars])
     for tag in tags["images"]:
-        if tag.startswith("gan/"):
-            run.images[tag] = [(e.step, e.encoded_image_string) for e in events.Images(tag)]
+        if tag.startswith(prefix):
+            run.images[_default(tag, prefix)] = [(e.step, e.encoded_image_string) for e in events.Images(tag)]
 
     def texts(tag: str) -> list[str]:
-        tensor_tag = f"{tag}/text_summary"
+        tensor_tag = f"{prefix}{tag.removeprefix('gan/')}/text_summary"
         if tensor_tag not in tags["tensors"]:
             return []
         return [e.tensor_proto.string_val[0].decode() for e in events.Tensors(tensor_tag)]
@@ -146,6 +169,10 @@ def read_run(run_dir: str | os.PathLike, name: str | None = None) -> RunData:
     summaries = texts(SUMMARY_TAG)
     run.summary = from_code_block(summaries[-1]) if summaries else None
     return run
+
+
+def _default(tag: str, prefix: str) -> str:
+    return "gan/" + tag.removeprefix(prefix)
 
 
 def _has_monitor_tags(run: RunData) -> bool:
@@ -170,8 +197,12 @@ def read_runs(logdir: str | os.PathLike) -> list[RunData]:
         # one run is named with its folder too (`digits_healthy/version_0`, not just `version_0`)
         name = root.resolve().name if relative == "." else relative
         name = f"{root.resolve().name}/{relative}" if len(run_dirs) == 1 and relative != "." else name
-        run = read_run(run_dir, name)
-        (runs if _has_monitor_tags(run) else skipped).append(run)
+        events = _load(run_dir)
+        prefixes = monitor_prefixes(events.Tags())
+        for prefix in prefixes:  # several monitors in one run (each with its prefix): a run each
+            titled = name if prefix == "gan/" else f"{name} ({prefix})"
+            run = read_run(run_dir, titled, prefix, events)
+            (runs if _has_monitor_tags(run) else skipped).append(run)
     if not runs:
         raise ValueError(
             f"the event files under '{logdir}' hold no GAN monitor tags (such as {SCORE_TAGS[0]}); train with "

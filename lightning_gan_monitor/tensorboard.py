@@ -30,6 +30,7 @@ __all__ = [
     "scatter_limits",
     "score_layout",
     "square_image_shape",
+    "tag",
     "to_markdown",
     "write_config",
     "write_diagnosis",
@@ -61,7 +62,7 @@ def score_layout(prefix: str = "gan/") -> dict[str, dict[str, list[Any]]]:
 
     """
     return {
-        "GAN monitor": {
+        "GAN monitor" if prefix == "gan/" else f"GAN monitor ({prefix})": {
             "Scores: generator vs discriminator (ideal 0.5)": [
                 "Multiline",
                 [f"{prefix}generator_score", f"{prefix}discriminator_score"],
@@ -74,14 +75,31 @@ def score_layout(prefix: str = "gan/") -> dict[str, dict[str, list[Any]]]:
     }
 
 
-def write_score_layout(writer: Any, prefix: str = "gan/") -> None:
-    """Add the custom-scalars layout to ``writer`` (a ``SummaryWriter``)."""
-    writer.add_custom_scalars(score_layout(prefix))
+def write_score_layout(writer: Any, prefixes: Sequence[str] = ("gan/",)) -> None:
+    """Add the custom-scalars layout of every monitor (one category per tag prefix) to ``writer``.
+
+    TensorBoard keeps one layout per run, so the monitors of one Trainer write theirs together.
+    """
+    layout: dict[str, dict[str, list[Any]]] = {}
+    for prefix in prefixes:
+        layout |= score_layout(prefix)
+    writer.add_custom_scalars(layout)
 
 
-def write_diagnosis(writer: Any, message: str, step: int) -> None:
+def tag(name: str, prefix: str = "gan/") -> str:
+    """A tag under ``prefix``: one of the constants above (``DIAGNOSIS_TAG`` ...) or a bare name.
+
+    Example:
+        >>> tag(SAMPLES_TAG, "d2/"), tag("generator_score")
+        ('d2/samples', 'gan/generator_score')
+
+    """
+    return prefix + name.removeprefix("gan/")
+
+
+def write_diagnosis(writer: Any, message: str, step: int, prefix: str = "gan/") -> None:
     """Add a diagnosis to TensorBoard's Text tab (rendered as Markdown: paragraphs, then the remedies as a list)."""
-    writer.add_text(DIAGNOSIS_TAG, to_markdown(message), global_step=step)
+    writer.add_text(tag(DIAGNOSIS_TAG, prefix), to_markdown(message), global_step=step)
     writer.flush()
 
 
@@ -122,17 +140,16 @@ def from_code_block(markdown: str) -> str:
     return "\n".join(line[4:] if line.startswith("    ") else line for line in markdown.splitlines())
 
 
-def write_config(writer: Any, config: Mapping[str, Any], step: int = 0) -> None:
+def write_config(writer: Any, config: Mapping[str, Any], step: int = 0, prefix: str = "gan/") -> None:
     """Add the monitor's configuration as JSON (in a code block) under :data:`CONFIG_TAG`."""
-    writer.add_text(
-        CONFIG_TAG, code_block(json.dumps(dict(config), indent=2, sort_keys=True, default=repr)), global_step=step
-    )
+    text = code_block(json.dumps(dict(config), indent=2, sort_keys=True, default=repr))
+    writer.add_text(tag(CONFIG_TAG, prefix), text, global_step=step)
     writer.flush()
 
 
-def write_summary(writer: Any, summary: str, step: int) -> None:
+def write_summary(writer: Any, summary: str, step: int, prefix: str = "gan/") -> None:
     """Add the end-of-fit summary under :data:`SUMMARY_TAG` (a code block keeps its table aligned)."""
-    writer.add_text(SUMMARY_TAG, code_block(summary), global_step=step)
+    writer.add_text(tag(SUMMARY_TAG, prefix), code_block(summary), global_step=step)
     writer.flush()
 
 
@@ -317,6 +334,7 @@ class SamplePictures:
     Args:
         image_shape: the monitor's ``image_shape`` (None: decided from the samples).
         value_range: the monitor's ``image_range``.
+        prefix: the monitor's ``prefix`` of every tag.
 
     Example:
         >>> pictures = SamplePictures(None, (-1.0, 1.0))
@@ -327,9 +345,12 @@ class SamplePictures:
 
     """
 
-    def __init__(self, image_shape: Sequence[int] | None, value_range: tuple[float, float] | None) -> None:
+    def __init__(
+        self, image_shape: Sequence[int] | None, value_range: tuple[float, float] | None, prefix: str = "gan/"
+    ) -> None:
         self.image_shape = list(image_shape) if image_shape is not None else None
         self.value_range = value_range
+        self.prefix = prefix
         self.kind: str | None = None  # "grid", "scatter" or "none", once decided
         self.limits: tuple[float, float, float, float] | None = None
         self.real_written = False
@@ -369,19 +390,19 @@ class SamplePictures:
                 self.limits = scatter_limits(real if real is not None and real.shape[0] else fake)
             picture = scatter_image(fake, real, self.limits)
             for writer in writers:
-                write_grid(writer, SAMPLES_TAG, picture, step)
+                write_grid(writer, tag(SAMPLES_TAG, self.prefix), picture, step)
         elif self.kind == "grid":
             images = as_images(fake, self.image_shape)
             assert images is not None
-            grids = [(SAMPLES_TAG, images)]
+            grids = [(tag(SAMPLES_TAG, self.prefix), images)]
             if real is not None and not self.real_written:
                 real_images = as_images(real, self.image_shape)
                 if real_images is not None:
-                    grids.append((REAL_SAMPLES_TAG, real_images))
+                    grids.append((tag(REAL_SAMPLES_TAG, self.prefix), real_images))
                 self.real_written = True
             nrow = max(1, round(images.shape[0] ** 0.5))
-            for tag, batch in grids:
+            for name, batch in grids:
                 grid = make_grid(batch, nrow=nrow, value_range=self.value_range)
                 for writer in writers:
-                    write_grid(writer, tag, grid, step)
+                    write_grid(writer, name, grid, step)
         return said

@@ -9,6 +9,7 @@ NaN/inf in some or all entries and every output shape (tests/test_functional.py,
 from __future__ import annotations
 
 import gc
+import warnings
 import weakref
 
 import pytest
@@ -17,10 +18,15 @@ import torch
 import torch.nn.functional as F
 from conftest import make_trainer
 from digits_gan import DigitsGAN, load_digits_tensor, make_dataloader
+from pytorch_lightning.loggers import TensorBoardLogger
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.custom_scalar import layout_pb2
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_gan_monitor import GANMonitor, GANMonitorWarning, GANScores
+from lightning_gan_monitor.names import SCORE_NAMES
+from lightning_gan_monitor.report import read_runs
 
 
 class AutoGAN(pl.LightningModule):
@@ -208,8 +214,8 @@ def test_robustness_several_monitors_in_one_trainer(tmp_path):
     second = GANMonitor(from_logits=True, d_real_key="d2_real", d_fake_key="d2_fake", on_failure="warn")
     assert first.state_key != second.state_key
     trainer = make_trainer(tmp_path, [first, second], max_epochs=2)
-    # their logs share the `gan/*` names: said up front, not left to be found in mixed curves
-    with pytest.warns(GANMonitorWarning, match=r"2 GANMonitors in one Trainer all log under the same `gan/\*` names"):
+    # their logs share the `gan/*` names: said up front, naming the argument that separates them
+    with pytest.warns(GANMonitorWarning, match=r"2 GANMonitors in one Trainer log under the same `prefix='gan/'`.*"):
         trainer.fit(ReturnsGAN(make_output), make_dataloader(load_digits_tensor(3)))
     trainer.save_checkpoint(tmp_path / "both.ckpt")
     states = torch.load(tmp_path / "both.ckpt", weights_only=False)["callbacks"]
@@ -218,6 +224,38 @@ def test_robustness_several_monitors_in_one_trainer(tmp_path):
     # The same keys twice: Lightning refuses the Trainer up front, naming the state key
     with pytest.raises(RuntimeError, match=r"more than one stateful callback of type `GANMonitor`.*state_key"):
         make_trainer(tmp_path, [GANMonitor(), GANMonitor(patience=5)])
+
+
+def test_robustness_two_monitors_with_their_own_prefix_log_apart(tmp_path):
+    def make_output(d_real, d_fake, batch):
+        return {"d_real": d_real, "d_fake": d_fake, "d2_real": d_real * 0.5, "d2_fake": d_fake * 0.5}
+
+    first = GANMonitor(from_logits=True, image_every_n_epochs=1)
+    second = GANMonitor(from_logits=True, d_real_key="d2_real", d_fake_key="d2_fake", prefix="d2/")
+    logger = TensorBoardLogger(tmp_path, name="tb")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", GANMonitorWarning)  # no shared-tag warning
+        trainer = make_trainer(tmp_path, [first, second], max_epochs=2, logger=logger, log_every_n_steps=5)
+        trainer.fit(ReturnsGAN(make_output), make_dataloader(load_digits_tensor(3)))
+    events = EventAccumulator(logger.log_dir, size_guidance={"scalars": 0, "images": 0, "tensors": 0})
+    events.Reload()
+    tags = events.Tags()
+    for prefix in ("gan/", "d2/"):
+        assert {f"{prefix}{name}" for name in SCORE_NAMES} <= set(tags["scalars"])
+        assert f"{prefix}config/text_summary" in tags["tensors"] and f"{prefix}summary/text_summary" in tags["tensors"]
+    assert "gan/samples" in tags["images"]  # (the second monitor's grids come every 10 epochs: none in these 2)
+    d1, d2 = events.Scalars("gan/discriminator_score"), events.Scalars("d2/discriminator_score")
+    assert [e.value for e in d1] != [e.value for e in d2]  # D2's outputs are D's halved: other scores, apart
+    assert trainer.callback_metrics["d2/generator_score"] != trainer.callback_metrics["gan/generator_score"]
+    assert first.state_key != second.state_key
+    # one custom-scalars layout for the run, with a category per monitor
+    layout = layout_pb2.Layout()
+    layout.ParseFromString(events.Tensors("custom_scalars__config__")[-1].tensor_proto.string_val[0])
+    assert [c.title for c in layout.category] == ["GAN monitor", "GAN monitor (d2/)"]
+    # and the report draws each monitor of the run as a run of its own
+    runs = read_runs(tmp_path / "tb")
+    assert [run.name for run in runs] == ["tb/version_0", "tb/version_0 (d2/)"]
+    assert runs[1].scalars["gan/discriminator_score"][1] == pytest.approx([e.value for e in d2])
 
 
 class ObjectCounter(pl.Callback):
