@@ -15,9 +15,11 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.plugins.custom_scalar import layout_pb2
 
 from lightning_gan_monitor import FailureMode, GANMonitor, GANMonitorWarning
+from lightning_gan_monitor.report import plot_run
 from lightning_gan_monitor.tensorboard import (
     REAL_SAMPLES_TAG,
     SAMPLES_TAG,
+    SamplePictures,
     as_images,
     make_grid,
     score_layout,
@@ -204,3 +206,27 @@ def test_tensorboard_2d_samples_get_a_scatter_plot_on_fixed_axes(tmp_path, caplo
         assert red.sum() > 50 and gray.sum() > 500  # generated and real points both drawn
     (tmp_path / "scatter.png").write_bytes(plots[-1].encoded_image_string)  # looked at during development
     assert monitor._pictures.limits is not None  # the same axes for every plot
+    # the report shows the same plot
+    figure = plot_run(logger.log_dir)
+    assert [ax.get_title() for ax in figure.axes if ax.get_images()] == [
+        "samples, step 16",
+        "samples, step 32",
+        "samples, step 48",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("shape", "kind", "said"),
+    [
+        ((4, 64), "grid", "as 8x8 grayscale images"),
+        ((4, 784), "grid", "as 28x28 grayscale images"),
+        ((4, 2), "scatter", "as a scatter plot"),
+        ((4, 3, 32, 32), "grid", ""),
+        ((4, 10), "none", "samples of shape (10,) are neither images"),
+        ((4, 2, 8, 8), "none", "if they are images, pass `GANMonitor(image_shape=[C, H, W])`"),
+    ],
+)
+def test_tensorboard_pictures_for_every_kind_of_sample(shape, kind, said):
+    pictures = SamplePictures(None, (-1.0, 1.0))
+    message = pictures.decide(torch.zeros(shape))
+    assert pictures.kind == kind and said in message and (message == "") == (said == "")
