@@ -49,3 +49,19 @@ def test_readme_first_snippet_runs_as_it_is(tmp_path, sigmoid, capsys):
     monitor = scope["monitor"]
     assert monitor._reading.decided == ("probabilities" if sigmoid else "logits")  # each read the right way
     assert 0.0 < monitor.scores["generator_score"] < 1.0 and monitor.failure is None
+
+
+def test_readme_complete_example_runs_as_it_is_and_stays_healthy(tmp_path, monkeypatch, capsys):
+    code = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)[1]
+    assert "class GAN(pl.LightningModule)" in code and "trainer.fit(GAN()" in code
+    monkeypatch.chdir(tmp_path)  # its Trainer writes lightning_logs/ where it runs
+    pl.seed_everything(0)
+    scope = {"__name__": "__main__"}
+    exec(compile(code, "README.md", "exec"), scope)
+    assert (
+        capsys.readouterr()
+        .out.strip()
+        .endswith("healthy: no failure rule fired; training ran to its end (1140 batches)")
+    )
+    assert (tmp_path / "lightning_logs" / "version_0").is_dir()
+    assert scope["monitor"]._reading.decided == "logits"
