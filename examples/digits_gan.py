@@ -19,16 +19,62 @@ Example:
 from __future__ import annotations
 
 import argparse
-import math
+import sys
 from typing import Any
 
-import pytorch_lightning as pl
-import torch
-import torch.nn.functional as F
-from pytorch_lightning.loggers import TensorBoardLogger
-from sklearn.datasets import load_digits
-from torch import Tensor, nn
-from torch.utils.data import DataLoader, TensorDataset
+SCENARIOS: dict[str, dict[str, Any]] = {
+    # the DCGAN defaults: generator score stays near 0.5 and samples pass for the digit after ~500 batches
+    "healthy": {},
+    # a fixed random G is easy to reject: with 10x D's learning rate D(G(z)) is near 0 within ~20 batches
+    "d-dominates": {"freeze_generator": True, "lr_d": 2e-3},
+    # G climbs the fixed D's logit to its maximum over [-1, 1]^64 within ~15 batches
+    "g-dominates": {"freeze_discriminator": True, "lr_g": 2e-3},
+    # healthy for 100 batches, then D's outputs are NaN from the 101st batch on
+    "non-finite": {"nan_at_batch": 100},
+    # G draws the same image whatever its noise: diversity 0 and every sample a duplicate from the first batch on
+    "mode-collapse": {"ignore_noise": True},
+}
+"""Constructor arguments of :class:`DigitsGAN` for each scenario of :func:`main`."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description="Train a small GAN on 8x8 digits and watch it with GANMonitor.")
+    parser.add_argument("--scenario", choices=list(SCENARIOS), default="healthy", help="what to demonstrate")
+    parser.add_argument(
+        "--digit", type=int, choices=range(-1, 10), default=3, metavar="{0..9,-1}", help="digit to learn; -1: all"
+    )
+    parser.add_argument(
+        "--max-epochs",
+        type=int,
+        default=500,
+        help="one digit gives 5 batches an epoch (all digits: 56, so lower this); the default is 2500 batches",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of every RNG")
+    parser.add_argument("--logdir", default="lightning_logs", help="TensorBoard log directory")
+    parser.add_argument(
+        "--source",
+        choices=["outputs", "probe"],
+        default="outputs",
+        help="score D's logits returned by training_step (outputs), or let the monitor run G and D itself (probe)",
+    )
+    parser.add_argument("--patience", type=int, default=100, help="batches a rule must hold before it fires")
+    parser.add_argument("--on-failure", choices=["stop", "warn"], default="stop", help="what to do when a rule fires")
+    return parser
+
+
+if __name__ == "__main__" and {"-h", "--help"} & set(sys.argv[1:]):
+    _parser().print_help()  # at once: before torch and Lightning are imported
+    raise SystemExit(0)
+
+import math  # noqa: E402
+
+import pytorch_lightning as pl  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from pytorch_lightning.loggers import TensorBoardLogger  # noqa: E402
+from sklearn.datasets import load_digits  # noqa: E402
+from torch import Tensor, nn  # noqa: E402
+from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
 
 IMAGE_DIM = 64  # 8x8 pixels, flattened
 
@@ -274,21 +320,6 @@ class DigitsDataModule(pl.LightningDataModule):
         return make_dataloader(load_digits_tensor(self.digit), batch_size=self.batch_size, seed=self.seed)
 
 
-SCENARIOS: dict[str, dict[str, Any]] = {
-    # the DCGAN defaults: generator score stays near 0.5 and samples pass for the digit after ~500 batches
-    "healthy": {},
-    # a fixed random G is easy to reject: with 10x D's learning rate D(G(z)) is near 0 within ~20 batches
-    "d-dominates": {"freeze_generator": True, "lr_d": 2e-3},
-    # G climbs the fixed D's logit to its maximum over [-1, 1]^64 within ~15 batches
-    "g-dominates": {"freeze_discriminator": True, "lr_g": 2e-3},
-    # healthy for 100 batches, then D's outputs are NaN from the 101st batch on
-    "non-finite": {"nan_at_batch": 100},
-    # G draws the same image whatever its noise: diversity 0 and every sample a duplicate from the first batch on
-    "mode-collapse": {"ignore_noise": True},
-}
-"""Constructor arguments of :class:`DigitsGAN` for each scenario of :func:`main`."""
-
-
 def main(argv: list[str] | None = None) -> int:
     """Train one scenario with a :class:`~lightning_gan_monitor.GANMonitor` attached and print what it found.
 
@@ -296,31 +327,10 @@ def main(argv: list[str] | None = None) -> int:
         argv: Command-line arguments; ``None`` reads ``sys.argv``.
 
     Returns:
-        The process exit status, 0.
+        The process exit status: 1 if a failure rule stopped the run, else 0.
 
     """
-    parser = argparse.ArgumentParser(description="Train a small GAN on 8x8 digits and watch it with GANMonitor.")
-    parser.add_argument("--scenario", choices=list(SCENARIOS), default="healthy", help="what to demonstrate")
-    parser.add_argument(
-        "--digit", type=int, choices=range(-1, 10), default=3, metavar="{0..9,-1}", help="digit to learn; -1: all"
-    )
-    parser.add_argument(
-        "--max-epochs",
-        type=int,
-        default=500,
-        help="one digit gives 5 batches an epoch (all digits: 56, so lower this); the default is 2500 batches",
-    )
-    parser.add_argument("--seed", type=int, default=0, help="seed of every RNG")
-    parser.add_argument("--logdir", default="lightning_logs", help="TensorBoard log directory")
-    parser.add_argument(
-        "--source",
-        choices=["outputs", "probe"],
-        default="outputs",
-        help="score D's logits returned by training_step (outputs), or let the monitor run G and D itself (probe)",
-    )
-    parser.add_argument("--patience", type=int, default=100, help="batches a rule must hold before it fires")
-    parser.add_argument("--on-failure", choices=["stop", "warn"], default="stop", help="what to do when a rule fires")
-    args = parser.parse_args(argv)
+    args = _parser().parse_args(argv)
 
     # imported here so the model and data above can be used without the package installed
     from lightning_gan_monitor import GANMonitor
@@ -336,11 +346,11 @@ def main(argv: list[str] | None = None) -> int:
     trainer = pl.Trainer(
         max_epochs=args.max_epochs,
         logger=logger,
-        callbacks=[monitor],
+        callbacks=[monitor, EveryEpochs(50)],
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
-        log_every_n_steps=10,
+        log_every_n_steps=5,  # an epoch of one digit is 5 batches
         deterministic=True,
     )
     # Intra-op threads only add synchronisation to matmuls this small; on a busy CPU they slowed a run several-fold.
@@ -350,25 +360,21 @@ def main(argv: list[str] | None = None) -> int:
         trainer.fit(model, loader)
     finally:
         torch.set_num_threads(threads)
-
-    digit = "all" if args.digit < 0 else args.digit
-    print(f"\nscenario: {args.scenario} (digit: {digit}, seed: {args.seed}, D outputs from: {args.source})")
-    print(f"batches trained: {model.batches_trained}")
-    print("final smoothed scores:")
-    for name, value in monitor.scores.items():
-        print(f"  {name}: {value:.3f}")
-    print(f"diversity at the last check (every {monitor.diversity_every_n_batches} batches):")
-    for name, value in monitor.diversity.items():
-        print(f"  {name}: {value:.3f}")
-    if monitor.failure is None:
-        print("no failure rule fired")
-    else:
-        first = monitor.diagnoses[0]
-        then = f"training stopped at batch {monitor.stopped_batch}" if monitor.stopped_batch else "training went on"
-        print(f"rule fired: {monitor.failure.name} after {first.batch} batches ({then})")
-        print(f"diagnosis: {first.message}")
+    # the monitor has printed its diagnosis and summary; the exit status says whether a rule stopped the run
     print(f"TensorBoard logs in {logger.log_dir}; view them with: tensorboard --logdir {args.logdir}")
-    return 0
+    return 1 if monitor.stopped_batch is not None and monitor.failure is not None else 0
+
+
+class EveryEpochs(pl.Callback):
+    """One line every ``every`` epochs (the example's progress, in place of a progress bar)."""
+
+    def __init__(self, every: int) -> None:
+        self.every = every
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:  # noqa: D102
+        epoch = trainer.current_epoch + 1
+        if epoch % self.every == 0:
+            print(f"epoch {epoch}/{trainer.max_epochs}: {pl_module.batches_trained} batches trained", flush=True)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ line of :func:`format_message`.
 from __future__ import annotations
 
 import re
+import warnings
 from dataclasses import asdict, dataclass
 from enum import Enum
 from typing import Any, Protocol
@@ -26,7 +27,26 @@ __all__ = [
 
 
 class GANMonitorWarning(UserWarning):
-    """A failure diagnosis, or a problem with how the monitor is set up (filter it with ``warnings``)."""
+    """A failure diagnosis, or a problem with how the monitor is set up (filter it with ``warnings``).
+
+    Printed as its message alone, which names the monitor: a diagnosis is for the person watching the run, and the
+    file and line that raised it (the monitor's own) would tell them nothing.
+    """
+
+
+_format_warning = warnings.formatwarning
+
+
+def _format_monitor_warning(
+    message: Warning | str, category: type[Warning], filename: str, lineno: int, line: str | None = None
+) -> str:
+    if issubclass(category, GANMonitorWarning):
+        return f"{message}\n"
+    return _format_warning(message, category, filename, lineno, line)
+
+
+# Chained, not replaced: Lightning formats its own warnings the same way (`lightning_fabric.utilities.warnings`).
+warnings.formatwarning = _format_monitor_warning
 
 
 class FailureMode(Enum):

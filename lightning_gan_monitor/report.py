@@ -234,7 +234,8 @@ def _draw_scores(ax: Axes, run: RunData, fired: list[tuple[FailureMode | None, i
     for tag, color in zip(SCORE_TAGS, ("tab:blue", "tab:green")):
         if tag in run.scalars:
             batches, values = run.scalars[tag]
-            ax.plot(batches, values, color=color, lw=1.4, label=tag.removeprefix("gan/").replace("_", " "), gid=tag)
+            label = tag.removeprefix("gan/").replace("_", " ")
+            ax.plot(batches, values, color=color, lw=1.4, marker="o", ms=2.5, label=label, gid=tag)  # 1 point shows
     modes = {None, FailureMode.DISCRIMINATOR_DOMINATES, FailureMode.GENERATOR_DOMINATES, FailureMode.NON_FINITE}
     if not any(tag in run.scalars for tag in DIVERSITY_TAGS):  # else mode collapse is marked on its own panel
         modes.add(FailureMode.MODE_COLLAPSE)
@@ -257,7 +258,9 @@ def _draw_diversity(ax: Axes, run: RunData, fired: list[tuple[FailureMode | None
     for tag in DIVERSITY_TAGS:
         if tag in run.scalars:
             batches, values = run.scalars[tag]
-            ax.plot(batches, values, color=colors[tag], lw=1.3, label=tag.removeprefix("gan/"), gid=tag)
+            ax.plot(
+                batches, values, color=colors[tag], lw=1.3, marker="o", ms=2.5, label=tag.removeprefix("gan/"), gid=tag
+            )
             drawn = True
     purple = _COLORS[FailureMode.MODE_COLLAPSE]
     below = run.setting("collapse_diversity_below")
@@ -272,7 +275,17 @@ def _draw_diversity(ax: Axes, run: RunData, fired: list[tuple[FailureMode | None
         twin = ax.twinx()
         for tag, style in zip(quality, ("-", "--")):
             batches, values = run.scalars[tag]
-            twin.plot(batches, values, color="gray", ls=style, lw=1.0, label=tag.removeprefix("gan/"), gid=tag)
+            twin.plot(
+                batches,
+                values,
+                color="gray",
+                ls=style,
+                lw=1.0,
+                marker="o",
+                ms=2.5,
+                label=tag.removeprefix("gan/"),
+                gid=tag,
+            )
         twin.set_ylabel(" / ".join(tag.removeprefix("gan/").upper() for tag in quality), fontsize=8)
         twin.tick_params(labelsize=7)
         twin.legend(fontsize=6, loc="upper right")
@@ -292,7 +305,7 @@ def _draw_images(figure: Figure, cell: Any, run: RunData) -> None:
     samples = run.images.get(SAMPLES_TAG, [])
     # first, middle and last grids (fewer if fewer were logged), then the real samples for comparison
     picks = sorted({0, len(samples) // 2, len(samples) - 1}) if samples else []
-    shown = [(f"samples, step {samples[i][0]}", samples[i][1]) for i in picks]
+    shown = [(f"samples, batch {samples[i][0]}", samples[i][1]) for i in picks]  # one x unit: training batches
     shown += [("real samples", run.images[REAL_SAMPLES_TAG][-1][1])] if run.images.get(REAL_SAMPLES_TAG) else []
     if not shown:
         ax = figure.add_subplot(cell)

@@ -71,6 +71,10 @@ def score_layout(prefix: str = "gan/") -> dict[str, dict[str, list[Any]]]:
                 "Multiline",
                 [f"{prefix}fake_detection_accuracy", f"{prefix}real_detection_accuracy"],
             ],
+            "Diversity: ratio, near-duplicates, coverage (mode collapse)": [
+                "Multiline",
+                [f"{prefix}diversity", f"{prefix}near_duplicates", f"{prefix}coverage", f"{prefix}density"],
+            ],
         }
     }
 

@@ -150,6 +150,9 @@ def test_report_compares_runs_side_by_side(runs):
     empty = [ax for ax in figure.axes if any(t.get_text() == "no sample grids logged" for t in ax.texts)]
     assert len(empty) <= 1 and len(image_axes) >= 2 * (len(EPOCHS) - len(empty))  # grids and real samples
     assert len(figure.axes) == 3 * len(EPOCHS) + len(image_axes) + len(empty)
+    # every plotted series shows, however few points it has (a diversity series often has one)
+    series = [line for ax in figure.axes for line in ax.lines if (line.get_gid() or "").startswith("gan/")]
+    assert series and all(line.get_marker() not in ("None", None, "") for line in series)
     columns = [ax.get_position().x0 for ax in score_axes]
     assert columns == sorted(columns) and len(set(columns)) == len(EPOCHS)
     assert figure.get_size_inches()[0] == pytest.approx(6.4 * len(EPOCHS))
@@ -198,9 +201,9 @@ def test_report_draws_diversity_coverage_and_sample_grids_when_logged(tmp_path):
     assert list(marker.get_xdata()) == [180, 180] and marker.get_label() == "Mode collapse fired at batch 180"
     images = [ax for ax in figure.axes if ax.images]
     assert [ax.get_title() for ax in images] == [
-        "samples, step 0",
-        "samples, step 2",
-        "samples, step 4",
+        "samples, batch 0",
+        "samples, batch 2",
+        "samples, batch 4",
         "real samples",
     ]
     for ax, grid in zip(images, [grids[0], grids[2], grids[4]]):

@@ -209,9 +209,9 @@ def test_tensorboard_2d_samples_get_a_scatter_plot_on_fixed_axes(tmp_path, caplo
     # the report shows the same plot
     figure = plot_run(logger.log_dir)
     assert [ax.get_title() for ax in figure.axes if ax.get_images()] == [
-        "samples, step 16",
-        "samples, step 32",
-        "samples, step 48",
+        "samples, batch 16",
+        "samples, batch 32",
+        "samples, batch 48",
     ]
 
 
