@@ -1,7 +1,7 @@
 """A run at a glance: the score plot, failure bands, fired rules, sample grids and diagnosis, from the logs.
 
 ``plot_run(logdir)`` reads the TensorBoard event files the monitor wrote (one run, or every run under a folder,
-drawn side by side) and returns a matplotlib :class:`~matplotlib.figure.Figure`; ``save_report`` writes it as PNG,
+drawn two a row) and returns a matplotlib :class:`~matplotlib.figure.Figure`; ``save_report`` writes it as PNG,
 SVG, PDF or a self-contained HTML page; ``python -m lightning_gan_monitor report LOGDIR -o report.png`` does both.
 :meth:`GANMonitor.plot() <lightning_gan_monitor.GANMonitor.plot>` draws the same figure from the monitor's own
 :class:`~lightning_gan_monitor.history.ScoreHistory`.
@@ -68,6 +68,7 @@ _COLORS = {
     None: "tab:green",
 }
 _WIDTH = 6.4  # inches per run
+_COLUMNS = 2  # runs side by side at most; more wrap into further rows
 _TEXT_COLUMNS = 110  # characters per line of the text panel at its font size
 _TEXT_LINES = 34  # most lines of text drawn per run (the HTML page has the full text)
 
@@ -83,7 +84,7 @@ def _require_matplotlib() -> None:
 
 
 def plot_run(logdir: str | os.PathLike, dpi: float = 100) -> Figure:
-    """The report of the run in ``logdir``, or of every run under it side by side, as a matplotlib Figure.
+    """The report of the run in ``logdir``, or of every run under it (two a row), as a matplotlib Figure.
 
     For each run: the generator and discriminator scores over training batches with each failure condition's band
     shaded (at the thresholds the run used, read from ``gan/config``), a marker where a rule fired labelled with the
@@ -127,7 +128,7 @@ def plot_history(
 
 
 def plot_runs(runs: Sequence[RunData], dpi: float = 100) -> Figure:
-    """Draw runs side by side, one column each (see :func:`plot_run`).
+    """Draw runs in a grid of at most two columns, so that it stays readable at screen width (see :func:`plot_run`).
 
     Example:
         >>> run = RunData("demo", scalars={"gan/generator_score": ([10, 20], [0.4, 0.05]),
@@ -150,17 +151,22 @@ def plot_runs(runs: Sequence[RunData], dpi: float = 100) -> Figure:
     rows += [("diversity", 2.2)] if has_diversity else []
     rows += [("images", 1.9)] if has_images else []
     rows += [("text", text_height)]
-    figure = Figure(figsize=(_WIDTH * len(runs), sum(h for _, h in rows) + 0.4), dpi=dpi, layout="constrained")
+    columns = min(len(runs), _COLUMNS)
+    blocks = -(-len(runs) // columns)  # each block: one row of runs, each run a column of panels
+    height = blocks * sum(h for _, h in rows) + 0.4
+    figure = Figure(figsize=(_WIDTH * columns, height), dpi=dpi, layout="constrained")
     figure.suptitle("GAN monitor report", fontsize=11, fontweight="bold")
-    grid = figure.add_gridspec(len(rows), len(runs), height_ratios=[h for _, h in rows])
-    score_axes = None
+    grid = figure.add_gridspec(blocks * len(rows), columns, height_ratios=[h for _, h in rows] * blocks)
+    first_scores = None
     diversity_axes = None
-    for column, (run, text) in enumerate(zip(runs, texts)):
+    for index, (run, text) in enumerate(zip(runs, texts)):
         fired = _fired(run)
+        block, column = divmod(index, columns)
         for row, (kind, _) in enumerate(rows):
-            cell = grid[row, column]
+            cell = grid[block * len(rows) + row, column]
             if kind == "scores":
-                score_axes = figure.add_subplot(cell, sharey=score_axes)
+                score_axes = figure.add_subplot(cell, sharey=first_scores)
+                first_scores = first_scores or score_axes
                 _draw_scores(score_axes, run, fired)
             elif kind == "diversity":
                 ax = figure.add_subplot(cell, sharex=score_axes, sharey=diversity_axes)
@@ -207,18 +213,18 @@ def _draw_markers(ax: Axes, fired: list[tuple[FailureMode | None, int, int]], mo
         ax.axvspan(batch - held_for, batch, color=color, alpha=0.08, lw=0)
         ax.axvline(batch, color=color, ls="--", lw=1.2, label=f"{title} fired at batch {batch}", gid="diagnosis")
         ax.annotate(
-            f"{title}\n(batch {batch})",
-            # mid-height: during a failure the curves sit at the extremes, where the label would hide them
-            xy=(batch, 0.7),
+            f"{title} (batch {batch})",
+            # above the plotting area, where it cannot hide a curve
+            xy=(batch, 1.0),
             xycoords=("data", "axes fraction"),
-            xytext=(-3, 0),
+            xytext=(0, 2),
             textcoords="offset points",
-            ha="right",
-            va="center",
+            ha="center",
+            va="bottom",
             fontsize=7,
             color=color,
             fontweight="bold",
-            bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": "none", "alpha": 0.85},
+            annotation_clip=False,
         )
 
 
@@ -242,7 +248,7 @@ def _draw_scores(ax: Axes, run: RunData, fired: list[tuple[FailureMode | None, i
     _draw_markers(ax, fired, modes)
     ax.set_ylim(-0.02, 1.02)
     ax.set_xlim(left=0)
-    ax.set_title(run.name, fontsize=10, fontweight="bold")
+    ax.set_title(run.name, fontsize=10, fontweight="bold", pad=14)  # room for the labels of the rules that fired
     ax.set_xlabel("training batches", fontsize=8)
     ax.set_ylabel("score (ideal 0.5)", fontsize=8)
     ax.tick_params(labelsize=7)
@@ -291,7 +297,7 @@ def _draw_diversity(ax: Axes, run: RunData, fired: list[tuple[FailureMode | None
         twin.legend(fontsize=6, loc="upper right")
     ax.set_ylim(bottom=0)
     ax.set_xlabel("training batches", fontsize=8)
-    ax.set_ylabel("diversity / coverage", fontsize=8)
+    ax.set_ylabel("diversity, near-duplicates,\ndensity, coverage", fontsize=8)
     ax.tick_params(labelsize=7)
     if drawn:
         ax.legend(fontsize=6.5, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncols=2, frameon=False)

@@ -113,7 +113,7 @@ def test_report_draws_the_logged_scores_and_the_fired_rule_at_its_batch(runs, sc
     (marker,) = markers
     assert list(marker.get_xdata()) == [diagnosis.batch, diagnosis.batch]
     assert marker.get_label() == f"{TITLES[scenario]} fired at batch {diagnosis.batch}"
-    assert f"{TITLES[scenario]}\n(batch {diagnosis.batch})" in [t.get_text() for t in ax.texts]
+    assert f"{TITLES[scenario]} (batch {diagnosis.batch})" in [t.get_text() for t in ax.texts]
     assert "What to try:" in text and f"verdict: {TITLES[scenario]} after {diagnosis.batch} training batches" in text
 
 
@@ -135,14 +135,14 @@ def test_report_shades_the_thresholds_the_run_used_or_the_defaults(tmp_path):
     assert {key: defaults[key].default for key in DEFAULT_CONFIG} == DEFAULT_CONFIG
 
 
-def test_report_compares_runs_side_by_side(runs):
+def test_report_lays_out_runs_two_a_row(runs):
     root, monitors = runs
     figure = plot_run(root)
     score_axes = axes_of(figure, "gan/generator_score")
     assert [ax.get_title() for ax in score_axes] == [f"{s}/version_0" for s in sorted(EPOCHS)]
     # a score plot, a diversity panel, a text panel and a strip of sample grids per run (the flat 64-value digits are
     # shown as 8x8 images); the runs stopped before the first diversity check (batch 100) have an empty diversity panel
-    diversity_axes = [ax for ax in figure.axes if ax.get_ylabel() == "diversity / coverage"]
+    diversity_axes = [ax for ax in figure.axes if ax.get_ylabel().startswith("diversity, near-duplicates")]
     measured = ["gan/diversity" in monitors[s][0]._history.tags for s in sorted(EPOCHS)]
     assert any(measured) and not all(measured)
     assert [bool(ax.get_lines()) for ax in diversity_axes] == measured
@@ -153,9 +153,11 @@ def test_report_compares_runs_side_by_side(runs):
     # every plotted series shows, however few points it has (a diversity series often has one)
     series = [line for ax in figure.axes for line in ax.lines if (line.get_gid() or "").startswith("gan/")]
     assert series and all(line.get_marker() not in ("None", None, "") for line in series)
-    columns = [ax.get_position().x0 for ax in score_axes]
-    assert columns == sorted(columns) and len(set(columns)) == len(EPOCHS)
-    assert figure.get_size_inches()[0] == pytest.approx(6.4 * len(EPOCHS))
+    # two runs a row, so four runs stay readable at screen width: two columns, two rows of runs, in order
+    positions = [(round(ax.get_position().x0, 3), -round(ax.get_position().y0, 3)) for ax in score_axes]
+    assert len({x for x, _ in positions}) == 2 and len({y for _, y in positions}) == 2
+    assert positions == sorted(positions, key=lambda p: (p[1], p[0]))
+    assert figure.get_size_inches()[0] == pytest.approx(6.4 * 2)
 
 
 def write_collapse_run(log_dir: Path, grids: list[np.ndarray]) -> None:
