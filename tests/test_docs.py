@@ -59,3 +59,24 @@ def test_docs_example_answers_help_at_once():
             timeout=60,
         ).stderr
     )  # nothing heavy imported before the help is printed
+
+
+def test_docs_example_console_fits_a_screen_and_the_exit_status_says_it_stopped(tmp_path):
+    command = [sys.executable, str(ROOT / "examples" / "digits_gan.py"), "--scenario", "d-dominates"]
+    done = subprocess.run([*command, "--logdir", str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1  # a rule stopped the run
+    console = (done.stdout + done.stderr).splitlines()
+    assert len(console) < 40
+    diagnoses = [line for line in console if line.startswith("GANMonitor: Discriminator dominates after")]
+    assert len(diagnoses) == 1  # once, as the monitor's message alone: no source path before it
+    assert sum("GANMonitor summary of" in line for line in console) == 1
+    assert not any("log_every_n_steps" in line for line in console)  # no Lightning warning the example causes
+
+
+def test_docs_monitor_warnings_print_as_their_message_alone():
+    import warnings
+
+    from lightning_gan_monitor import GANMonitorWarning
+
+    assert warnings.formatwarning("GANMonitor: x", GANMonitorWarning, "callback.py", 3) == "GANMonitor: x\n"
+    assert "callback.py:3" in warnings.formatwarning("other", UserWarning, "callback.py", 3)
