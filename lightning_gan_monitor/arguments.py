@@ -8,6 +8,8 @@ from typing import Any, Literal
 
 from torch import Tensor, nn
 
+from lightning_gan_monitor.rules import Converged, DiscriminatorDominates, GeneratorDominates, NonFinite, Rule
+
 __all__ = ["MonitorArguments", "check_arguments"]
 
 
@@ -339,6 +341,17 @@ class MonitorArguments:
     def _config(self) -> dict[str, Any]:
         """The arguments a checkpoint saves (and TensorBoard shows) so that a resumed run can say what changed."""
         return {key: getattr(self, key) for key in _CONFIG_KEYS}
+
+    def _rules(self) -> list[Rule]:
+        """The score rules these arguments configure, in priority order."""
+        rules: list[Rule] = [NonFinite(patience=self.non_finite_patience)] if self.check_finite else []
+        below, above = self.d_dominates_generator_below, self.d_dominates_discriminator_above
+        rules.append(DiscriminatorDominates(self.patience, generator_below=below, discriminator_above=above))
+        rules.append(GeneratorDominates(patience=self.patience, generator_above=self.g_dominates_generator_above))
+        if self.stop_on_convergence:
+            patience = self.convergence_patience or self.patience
+            rules.append(Converged(patience=patience, tolerance=self.convergence_tolerance))
+        return rules
 
     def _build(self) -> None:
         """Build what depends on the arguments (the callback's trackers, sources and buffers)."""

@@ -24,18 +24,13 @@ from lightning_gan_monitor import tensorboard
 from lightning_gan_monitor.accumulate import Accumulator, Reading, scores_from_stats
 from lightning_gan_monitor.arguments import DEFAULT_CHECK_EVERY, MonitorArguments
 from lightning_gan_monitor.compat import from_version_1
-from lightning_gan_monitor.diagnosis import Diagnosis, FailureMode, GANMonitorWarning, StoppingReason
+from lightning_gan_monitor.diagnosis import Diagnosis, FailureMode, GANMonitorWarning, StoppingReason, say
 from lightning_gan_monitor.diversity import DiversityWatch
 from lightning_gan_monitor.history import RunSummary, ScoreHistory, collapsed_batches, regime_counts, summarize
 from lightning_gan_monitor.names import DIVERSITY_NAMES, NUM_STATS, SCORE_NAMES
 from lightning_gan_monitor.rules import (
-    Converged,
-    DiscriminatorDominates,
     Firing,
-    GeneratorDominates,
     ModeCollapse,
-    NonFinite,
-    Rule,
     ScoreTracker,
     decide,
 )
@@ -46,13 +41,6 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 __all__ = ["GANMonitorBase", "GANMonitorWarning"]
-
-
-def _say(message: str, warning: bool) -> None:
-    if warning:
-        rank_zero_warn(message, category=GANMonitorWarning)
-    else:
-        rank_zero_info(message)
 
 
 class GANMonitorBase(MonitorArguments):
@@ -101,7 +89,7 @@ class GANMonitorBase(MonitorArguments):
 
     @override
     def _build(self) -> None:
-        self._tracker = ScoreTracker(self._build_rules(), self.smoothing)
+        self._tracker = ScoreTracker(self._rules(), self.smoothing)
         keys = (self.d_real_key, self.d_fake_key, self.fake_key)
         probe = (self.probe_every_n_batches, self.probe_batch_size, self.generator_attr, self.discriminator_attr)
         self._sources = Sources(self.source, *keys, *probe, self.latent_dim, self.real_key, self.seed, self.verbose)
@@ -121,16 +109,6 @@ class GANMonitorBase(MonitorArguments):
 
     # ------------------------------------------------------------------ configuration and state
 
-    def _build_rules(self) -> list[Rule]:
-        rules: list[Rule] = [NonFinite(patience=self.non_finite_patience)] if self.check_finite else []
-        below, above = self.d_dominates_generator_below, self.d_dominates_discriminator_above
-        rules.append(DiscriminatorDominates(self.patience, generator_below=below, discriminator_above=above))
-        rules.append(GeneratorDominates(patience=self.patience, generator_above=self.g_dominates_generator_above))
-        if self.stop_on_convergence:
-            patience = self.convergence_patience or self.patience
-            rules.append(Converged(patience=patience, tolerance=self.convergence_tolerance))
-        return rules
-
     def _reset_run_state(self) -> None:
         self.failure: FailureMode | None = None
         self.stopped_batch: int | None = None
@@ -143,7 +121,7 @@ class GANMonitorBase(MonitorArguments):
         self._log_every = self.log_every_n_batches or 0
         self._log_stats = [0.0] * NUM_STATS  # summed statistics since the last log point (host)
         self._history = ScoreHistory()  # what was logged at each log point, bounded, for `plot()`
-        self._reading = Reading(self.from_logits, self._check_every, _say)
+        self._reading = Reading(self.from_logits, self._check_every, say)
         self._tracker.reset()
         self._sources.reset()
         if self._watch is not None:

@@ -21,6 +21,7 @@ __all__ = [
     "StoppingReason",
     "format_message",
     "parse_message",
+    "say",
     "stop_note",
     "title",
 ]
@@ -47,6 +48,16 @@ def _format_monitor_warning(
 
 # Chained, not replaced: Lightning formats its own warnings the same way (`lightning_fabric.utilities.warnings`).
 warnings.formatwarning = _format_monitor_warning
+
+
+def say(message: str, warning: bool = False) -> None:
+    """Tell the user, on rank zero: a :class:`GANMonitorWarning`, or an info line."""
+    from lightning_utilities.core.rank_zero import rank_zero_info, rank_zero_warn
+
+    if warning:
+        rank_zero_warn(message, category=GANMonitorWarning)
+    else:
+        rank_zero_info(message)
 
 
 class FailureMode(Enum):
