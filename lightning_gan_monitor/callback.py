@@ -202,7 +202,11 @@ class GANMonitorBase(MonitorArguments):
     ) -> None:
         self._batches_seen += 1
         seen = self._batches_seen
-        observation = self._sources.observe(pl_module, outputs, batch, first=seen == 1)
+        try:
+            observation = self._sources.observe(pl_module, outputs, batch, first=seen == 1)
+        except Exception as err:  # at the first batch, a set-up problem: an error; later, scores off, training on
+            self._turn_off("finding the discriminator's outputs", err, "no scores and no failure rule from here on")
+            self._sources.resolved, observation = "off", None
         if observation is None:
             self._accumulator.skip()
         else:
@@ -215,9 +219,15 @@ class GANMonitorBase(MonitorArguments):
         if self._watch is not None:
             fake = observation.fake if observation is not None else None
             problem = self._sources.probe_problem
-            values = self._watch.step(
-                batch, fake, batch_idx, seen, problem, functools.partial(self._sources.generate, pl_module)
-            )
+            try:
+                values = self._watch.step(
+                    batch, fake, batch_idx, seen, problem, functools.partial(self._sources.generate, pl_module)
+                )
+            except Exception as err:
+                self._turn_off(
+                    "the diversity check", err, "no diversity metrics and no mode-collapse rule from here on"
+                )
+                self._watch.fake_source, values = "off", None
             if values is not None:
                 named = {f"gan/{k}": v for k, v in values.items()}
                 self._log_values(trainer, named, trainer.callback_metrics)
@@ -328,15 +338,26 @@ class GANMonitorBase(MonitorArguments):
             problem = self._sources.probe_problem or "not set up"
             self._say_once("no grid", f"no image grids: the monitor cannot run the generator ({problem}).")
             return
-        fake = self._sources.generate(pl_module, z=self._fixed_latent.to(pl_module.device))
         try:
+            fake = self._sources.generate(pl_module, z=self._fixed_latent.to(pl_module.device))
             said = self._pictures.write(writers, fake, self._real_images, self._batches_seen)
-        except (ValueError, RuntimeError) as err:  # an optional feature: turned off, training goes on
+        except Exception as err:
+            self._turn_off("drawing the samples", err, "no more pictures of them")
             self._pictures.kind = "none"
-            rank_zero_warn(f"GANMonitor: no more pictures of the samples: {err}", category=GANMonitorWarning)
             return
         if said:
             self._say_once("pictures", said)
+
+    def _turn_off(self, what: str, err: Exception, consequence: str) -> None:
+        """An optional feature failed: at the first batch, a set-up problem (raised); later, off with one warning."""
+        if self._batches_seen <= 1:
+            raise err
+        say(
+            f"GANMonitor: {what} failed at batch {self._batches_seen}, so it is off for the rest of this fit "
+            f"({consequence}); training goes on. The error: {type(err).__name__}: {err}. Fix the cause and resume "
+            "from a checkpoint to turn it on again.",
+            warning=True,
+        )
 
     def _say_once(self, key: str, message: str) -> None:
         if key not in self._warned:

@@ -172,7 +172,7 @@ class Sources(PicklesGenerators):
 
     def reset(self) -> None:
         """Forget the module and the choice of source (a new fit); the generators' states are kept for resuming."""
-        self.resolved: str | None = None  # "outputs" or "probe"
+        self.resolved: str | None = None  # "outputs", "probe", or "off" (failed after the first batch)
         self.probe_problem: str | None = None
         self.latent_shape: tuple[int, ...] | None = None
         self.rng: torch.Generator | None = None  # the probe's latent vectors
@@ -277,6 +277,8 @@ class Sources(PicklesGenerators):
 
     def observe(self, pl_module: Any, outputs: Any, batch: Any, first: bool) -> Observation | None:
         """What this batch shows (one pass over ``outputs``, or one probe), or None if nothing (a skipped step)."""
+        if self.resolved == "off":  # it failed after the first batch: turned off for this fit
+            return None
         if self.resolved is None:
             self._resolve(self._choose(outputs))
         if self.resolved == "probe":
@@ -318,6 +320,7 @@ class Sources(PicklesGenerators):
             v.detach() for k, v in outputs.items() if k not in skip and isinstance(v, Tensor) and v.is_floating_point()
         ]
 
+    @torch.no_grad()
     def _probe(self, pl_module: Any, batch: Any) -> tuple[Tensor, Tensor]:
         generator: nn.Module = getattr(pl_module, self.generator_attr)
         discriminator: nn.Module = getattr(pl_module, self.discriminator_attr)
@@ -353,6 +356,7 @@ class Sources(PicklesGenerators):
         dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
         return torch.randn((n, *self.latent_shape), generator=rng, device=rng.device, dtype=dtype)
 
+    @torch.no_grad()
     def generate(self, pl_module: Any, n: int = 0, z: Tensor | None = None) -> Tensor:
         """G of ``z`` (or of ``n`` latent vectors of the diversity generator), detached, training untouched."""
         generator: nn.Module = getattr(pl_module, self.generator_attr)

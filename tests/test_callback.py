@@ -438,17 +438,19 @@ def test_callback_non_tensor_outputs_raise(tmp_path):
     )
 
 
-def test_callback_outputs_that_stop_coming_raise(tmp_path):
+def test_callback_outputs_that_stop_coming_turn_the_scores_off_with_one_warning(tmp_path):
     model = ReturnsGAN(None)
     model.make_output = lambda r, f: {"d_real": r, "d_fake": f} if model.batches_trained < 3 else {"loss": r.mean()}
-    fit_and_expect(
-        tmp_path,
-        model,
-        GANMonitor(from_logits=True),
-        make_dataloader(load_digits_tensor(3)),
-        ValueError,
-        r"\(as it did on the first batch\), got keys \['loss'\]",
+    monitor = GANMonitor(from_logits=True)
+    with pytest.warns(GANMonitorWarning) as record:
+        make_trainer(tmp_path, [monitor], max_epochs=4).fit(model, make_dataloader(load_digits_tensor(3)))
+    said = [str(w.message) for w in record if "failed at batch" in str(w.message)]
+    assert len(said) == 1 and said[0].startswith(
+        "GANMonitor: finding the discriminator's outputs failed at batch 3, so it is off for the rest of this fit "
+        "(no scores and no failure rule from here on); training goes on."
     )
+    assert r"(as it did on the first batch), got keys ['loss']" in said[0] and "resume from a checkpoint" in said[0]
+    assert model.batches_trained == 20 and monitor._sources.resolved == "off"  # trained to its end
 
 
 def test_callback_wrong_real_key_raises(tmp_path):
@@ -552,15 +554,16 @@ def test_callback_feature_extractor_with_fid_kid_and_bad_outputs(tmp_path):
     _, trainer = fit_digits(tmp_path, [monitor], epochs=10)
     assert {"gan/fid", "gan/kid", "gan/diversity", "gan/coverage"} <= set(trainer.callback_metrics)
     assert trainer.callback_metrics["gan/fid"].item() > 0
-    fit_and_expect(
-        tmp_path,
-        DigitsGAN(),
-        GANMonitor(from_logits=True, feature_extractor=lambda x: x.sum(), diversity_every_n_batches=5),
-        make_dataloader(load_digits_tensor(3)),
-        ValueError,
-        r"`feature_extractor` must map a batch of n samples to an \(n, d\) tensor of features; on samples of shape "
-        r"\(160, 64\) it returned shape \(\)",  # the 5 batches' generated samples so far
+    # a feature extractor that fails at the first diversity check (batch 5): that check turns off, training goes on
+    broken = GANMonitor(from_logits=True, feature_extractor=lambda x: x.sum(), diversity_every_n_batches=5)
+    with pytest.warns(GANMonitorWarning, match=r"the diversity check failed at batch 5, so it is off") as record:
+        _, trainer = fit_digits(tmp_path, [broken], epochs=4)
+    (said,) = [str(w.message) for w in record if "failed at batch" in str(w.message)]
+    assert (
+        "`feature_extractor` must map a batch of n samples to an (n, d) tensor of features; on samples of shape "
+        "(160, 64) it returned shape ()" in said  # the 5 batches' generated samples so far
     )
+    assert broken._batches_seen == 20 and "gan/diversity" not in trainer.callback_metrics
 
 
 def test_callback_flat_square_samples_are_shown_as_images_with_one_message(tmp_path, caplog):

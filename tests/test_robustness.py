@@ -297,3 +297,42 @@ def test_robustness_long_run_memory_does_not_grow(tmp_path):
     assert tensors_late - tensors_early < 20, counter.counts
     assert monitor._accumulator.pending < monitor._check_every and len(monitor.diagnoses) == 0
     assert "gan/diversity" in monitor._history.tags
+
+
+class BreaksAtBatch100(DigitsGAN):
+    """Its generator raises from batch 100 on when the monitor calls it (outside training's autograd)."""
+
+    def __init__(self) -> None:
+        super().__init__(return_d_outputs=False)  # the monitor probes: scores, diversity and grids all run G
+        generator = self.generator
+
+        class Breaking(nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.inner = generator
+
+            def forward(inner_self, z):
+                if self.batches_trained >= 100 and not torch.is_grad_enabled():
+                    raise RuntimeError("boom")
+                return inner_self.inner(z)
+
+        self.generator = Breaking()
+
+
+def test_robustness_optional_features_failing_mid_run_turn_off_and_training_goes_on(tmp_path):
+    monitor = GANMonitor(from_logits=True, image_every_n_epochs=20)
+    logger = TensorBoardLogger(tmp_path, name="tb")
+    model = BreaksAtBatch100()
+    with pytest.warns(GANMonitorWarning) as record:
+        make_trainer(tmp_path, [monitor], max_epochs=30, logger=logger).fit(
+            model, make_dataloader(load_digits_tensor(3))
+        )
+    said = [str(w.message) for w in record if "failed at batch" in str(w.message)]
+    assert [message.split(" failed at batch ")[0] for message in said] == [
+        "GANMonitor: the diversity check",  # batch 100
+        "GANMonitor: drawing the samples",  # the end of epoch 20, batch 100
+        "GANMonitor: finding the discriminator's outputs",  # the probe of batch 101
+    ]
+    assert all("RuntimeError" in message and "boom" in message and "training goes on" in message for message in said)
+    assert model.batches_trained == 150 and monitor.failure is None  # trained to its end
+    assert monitor._batches_seen == 150 and monitor._sources.resolved == "off"
