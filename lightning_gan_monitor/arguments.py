@@ -73,6 +73,15 @@ def check_arguments(arguments: Mapping[str, Any]) -> None:
             raise ValueError(
                 f"`latent_dim` must be a positive integer or a list of them (e.g. [100, 1, 1]), got {a.latent_dim!r}"
             )
+    if a.condition_key is not None and (
+        isinstance(a.condition_key, bool)
+        or not isinstance(a.condition_key, (int, str))
+        or a.condition_key == a.real_key
+    ):
+        raise ValueError(
+            "`condition_key` must be None, or an int index or a string key into the batch other than `real_key`, got "
+            f"{a.condition_key!r}"
+        )
     if isinstance(a.real_key, bool) or not isinstance(a.real_key, (int, str)):
         raise ValueError(f"`real_key` must be an int index or a string key into the batch, got {a.real_key!r}")
     if isinstance(a.seed, bool) or not isinstance(a.seed, int):
@@ -221,6 +230,7 @@ class MonitorArguments:
         num_image_samples: int = 64,
         image_range: tuple[float, float] | None = (-1.0, 1.0),
         prefix: str = "gan/",
+        condition_key: int | str | None = None,
     ) -> None:
         """Check and keep the arguments, then build the monitor's parts.
 
@@ -287,6 +297,10 @@ class MonitorArguments:
             num_image_samples: images per grid (the size of the fixed latent batch).
             image_range: sample values shown as black and white, ``(low, high)``; None scales each grid to its own
                 range.
+            condition_key: for a conditional GAN, the place of the conditions (labels) in the batch, an index or a
+                key as ``real_key``; the monitor then calls ``generator(z, y)`` and ``discriminator(x, y)`` with the
+                real batch's labels (cycled for more samples; the image grids keep the first batch's). None: an
+                unconditional GAN.
             prefix: the start of every tag the monitor logs (``gan/generator_score``, ``gan/diagnosis``, ...): give
                 each monitor of one Trainer its own (e.g. ``"d1/"`` and ``"d2/"`` for two discriminators).
 
@@ -336,6 +350,7 @@ class MonitorArguments:
         self.num_image_samples = num_image_samples
         self.image_range = tuple(image_range) if image_range is not None else None
         self.prefix = prefix
+        self.condition_key = condition_key
         self._build()
 
     def _config(self) -> dict[str, Any]:

@@ -24,13 +24,12 @@ from lightning_gan_monitor import tensorboard
 from lightning_gan_monitor.accumulate import Accumulator, Reading, scores_from_stats
 from lightning_gan_monitor.arguments import DEFAULT_CHECK_EVERY, MonitorArguments
 from lightning_gan_monitor.compat import from_version_1
-from lightning_gan_monitor.diagnosis import Diagnosis, FailureMode, GANMonitorWarning, StoppingReason, say
+from lightning_gan_monitor.diagnosis import Diagnosis, FailureMode, GANMonitorWarning, StoppingReason, say, turned_off
 from lightning_gan_monitor.diversity import DiversityWatch
 from lightning_gan_monitor.history import RunSummary, ScoreHistory, collapsed_batches, regime_counts, summarize
 from lightning_gan_monitor.names import DIVERSITY_NAMES, NUM_STATS, SCORE_NAMES
 from lightning_gan_monitor.rules import (
     Firing,
-    ModeCollapse,
     ScoreTracker,
     decide,
 )
@@ -90,20 +89,8 @@ class GANMonitorBase(MonitorArguments):
     @override
     def _build(self) -> None:
         self._tracker = ScoreTracker(self._rules(), self.smoothing)
-        keys = (self.d_real_key, self.d_fake_key, self.fake_key)
-        probe = (self.probe_every_n_batches, self.probe_batch_size, self.generator_attr, self.discriminator_attr)
-        self._sources = Sources(self.source, *keys, *probe, self.latent_dim, self.real_key, self.seed, self.verbose)
-        self._watch: DiversityWatch | None = None
-        every = self.diversity_every_n_batches
-        if every is not None:
-            thresholds = (self.collapse_diversity_below, self.collapse_near_duplicates_above)
-            thresholds += (self.collapse_coverage_below,)
-            collapse = None
-            if any(t is not None for t in thresholds):
-                collapse = ModeCollapse(self.collapse_patience, *thresholds, every=every)
-            samples = (self.diversity_samples, self.real_reservoir_size, self.nearest_k, self.near_duplicate_factor)
-            names = (self.real_key, self.fake_key, self.generator_attr, self.verbose)
-            self._watch = DiversityWatch(every, *samples, self.feature_extractor, collapse, self.seed, *names)
+        self._sources = Sources.of(self)
+        self._watch = DiversityWatch.of(self) if self.diversity_every_n_batches is not None else None
         self._accumulator = Accumulator(self.check_every_n_batches or DEFAULT_CHECK_EVERY)
         self._reset_run_state()
 
@@ -339,7 +326,8 @@ class GANMonitorBase(MonitorArguments):
             self._say_once("no grid", f"no image grids: the monitor cannot run the generator ({problem}).")
             return
         try:
-            fake = self._sources.generate(pl_module, z=self._fixed_latent.to(pl_module.device))
+            z, y = self._fixed_latent.to(pl_module.device), self._sources.first_conditions  # y: conditional GANs
+            fake = self._sources.generate(pl_module, z=z, y=y)
             said = self._pictures.write(writers, fake, self._real_images, self._batches_seen)
         except Exception as err:
             self._turn_off("drawing the samples", err, "no more pictures of them")
@@ -352,12 +340,7 @@ class GANMonitorBase(MonitorArguments):
         """An optional feature failed: at the first batch, a set-up problem (raised); later, off with one warning."""
         if self._batches_seen <= 1:
             raise err
-        say(
-            f"GANMonitor: {what} failed at batch {self._batches_seen}, so it is off for the rest of this fit "
-            f"({consequence}); training goes on. The error: {type(err).__name__}: {err}. Fix the cause and resume "
-            "from a checkpoint to turn it on again.",
-            warning=True,
-        )
+        say(turned_off(what, self._batches_seen, err, consequence), warning=True)
 
     def _say_once(self, key: str, message: str) -> None:
         if key not in self._warned:
@@ -412,6 +395,7 @@ class GANMonitorBase(MonitorArguments):
             "rng_state": sources["rng"],
             "sample_rng_state": sources["sample_rng"],
             "fixed_latent": self._fixed_latent,
+            "fixed_conditions": self._sources.first_conditions,
             "diversity": list(self.diversity.values()),
             "collapse": collapse.state_dict() if collapse is not None else None,
             "failure": self.failure.value if self.failure else None,
@@ -449,6 +433,8 @@ class GANMonitorBase(MonitorArguments):
         self._sources.rng_states = {"rng": state.get("rng_state"), "sample_rng": state.get("sample_rng_state")}
         if state.get("fixed_latent") is not None:
             self._fixed_latent = state["fixed_latent"]
+        if state.get("fixed_conditions") is not None:
+            self._sources.first_conditions = state["fixed_conditions"]
         if self._watch is not None:
             self._watch.last = dict(zip(DIVERSITY_NAMES, map(float, state.get("diversity", self._watch.last.values()))))
             if self._watch.tracker is not None and state.get("collapse"):

@@ -24,6 +24,7 @@ __all__ = [
     "say",
     "stop_note",
     "title",
+    "turned_off",
 ]
 
 
@@ -48,6 +49,20 @@ def _format_monitor_warning(
 
 # Chained, not replaced: Lightning formats its own warnings the same way (`lightning_fabric.utilities.warnings`).
 warnings.formatwarning = _format_monitor_warning
+
+
+def turned_off(what: str, batch: int, err: BaseException, consequence: str) -> str:
+    """The warning of an optional feature that failed and turned itself off; training goes on.
+
+    Example:
+        >>> print(turned_off("the diversity check", 100, ValueError("bad"), "no mode-collapse rule").split(" (")[0])
+        GANMonitor: the diversity check failed at batch 100, so it is off for the rest of this fit
+    """
+    return (
+        f"GANMonitor: {what} failed at batch {batch}, so it is off for the rest of this fit ({consequence}); training "
+        f"goes on. The error: {type(err).__name__}: {err}. Fix the cause and resume from a checkpoint to turn it on "
+        "again."
+    )
 
 
 def say(message: str, warning: bool = False) -> None:

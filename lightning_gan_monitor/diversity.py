@@ -159,6 +159,19 @@ class DiversityWatch:
         self.tracker = CollapseTracker(collapse) if collapse is not None else None
         self.reset()
 
+    @classmethod
+    def of(cls, arguments: Any) -> DiversityWatch:
+        """The watch the monitor's arguments (attributes of the same names) configure, with its collapse rule."""
+        a = arguments
+        thresholds = (a.collapse_diversity_below, a.collapse_near_duplicates_above, a.collapse_coverage_below)
+        every = a.diversity_every_n_batches
+        collapse = None
+        if any(t is not None for t in thresholds):
+            collapse = ModeCollapse(a.collapse_patience, *thresholds, every=every)
+        samples = (a.diversity_samples, a.real_reservoir_size, a.nearest_k, a.near_duplicate_factor)
+        names = (a.real_key, a.fake_key, a.generator_attr, a.verbose)
+        return cls(every, *samples, a.feature_extractor, collapse, a.seed, *names)
+
     def reset(self, tracker: bool = False) -> None:
         """Forget every sample and measurement (a new fit), and with ``tracker`` the collapse rule's count."""
         if tracker and self.tracker is not None:

@@ -23,6 +23,8 @@ __all__ = [
     "Observation",
     "PicklesGenerators",
     "Sources",
+    "batch_entry",
+    "cycled",
     "pack_generators",
     "real_samples",
     "unpack_generators",
@@ -114,28 +116,56 @@ def real_samples(batch: Any, key: int | str) -> Tensor:
         torch.Size([2, 3])
 
     """
-    if isinstance(batch, Tensor):
-        return batch
+    return batch if isinstance(batch, Tensor) else batch_entry(batch, key, "real_key", "real samples")
+
+
+def batch_entry(batch: Any, key: int | str, argument: str, what: str) -> Tensor:
+    """Entry ``key`` of a tuple/list or dict batch, a tensor.
+
+    Raises:
+        ValueError: naming ``argument`` when the batch has no such tensor entry.
+
+    Example:
+        >>> batch_entry((torch.zeros(2, 3), torch.tensor([4, 7])), 1, "condition_key", "labels")
+        tensor([4, 7])
+
+    """
     in_mapping = isinstance(batch, Mapping) and key in batch
     in_sequence = isinstance(batch, (list, tuple)) and isinstance(key, int) and -len(batch) <= key < len(batch)
     if not (in_mapping or in_sequence):
         if isinstance(batch, Mapping):
-            what = f"a dict with keys {sorted(map(str, batch))}"
+            found = f"a dict with keys {sorted(map(str, batch))}"
         elif isinstance(batch, (list, tuple)):
-            what = f"a {type(batch).__name__} of length {len(batch)}"
+            found = f"a {type(batch).__name__} of length {len(batch)}"
         else:
-            what = f"a {type(batch).__name__}"
+            found = f"a {type(batch).__name__}"
         raise ValueError(
-            f"GANMonitor cannot find the real samples in the batch ({what}) with `real_key={key!r}`; set "
-            "`GANMonitor(real_key=...)` to the index (tuple/list batch) or key (dict batch) of the real samples"
+            f"GANMonitor cannot find the {what} in the batch ({found}) with `{argument}={key!r}`; set "
+            f"`GANMonitor({argument}=...)` to the index (tuple/list batch) or key (dict batch) of the {what}"
         )
-    sample = batch[key]
-    if not isinstance(sample, Tensor):
+    entry = batch[key]
+    if not isinstance(entry, Tensor):
         raise ValueError(
-            f"GANMonitor expected the batch's `real_key={key!r}` entry to be a tensor of real samples, got "
-            f"{type(sample).__name__}; set `GANMonitor(real_key=...)`"
+            f"GANMonitor expected the batch's `{argument}={key!r}` entry to be a tensor of {what}, got "
+            f"{type(entry).__name__}; set `GANMonitor({argument}=...)`"
         )
-    return sample
+    return entry
+
+
+def cycled(values: Tensor, n: int) -> Tensor:
+    """The first ``n`` of ``values`` repeated along the first dimension (labels for ``n`` generated samples).
+
+    Example:
+        >>> cycled(torch.tensor([1, 2, 3]), 7)
+        tensor([1, 2, 3, 1, 2, 3, 1])
+
+    """
+    return torch.cat([values] * -(-n // values.shape[0]))[:n]
+
+
+def _call(module: Any, x: Tensor, y: Tensor | None) -> Tensor:
+    """``module(x)``, or ``module(x, y)`` for a conditional GAN."""
+    return module(x) if y is None else module(x, y)
 
 
 class Sources(PicklesGenerators):
@@ -143,6 +173,15 @@ class Sources(PicklesGenerators):
 
     The arguments are the monitor's of the same names (see :class:`~lightning_gan_monitor.callback.GANMonitorBase`).
     """
+
+    @classmethod
+    def of(cls, arguments: Any) -> Sources:
+        """The sources the monitor's arguments (attributes of the same names) configure."""
+        a = arguments
+        probe = (a.probe_every_n_batches, a.probe_batch_size, a.generator_attr, a.discriminator_attr, a.latent_dim)
+        return cls(
+            a.source, a.d_real_key, a.d_fake_key, a.fake_key, *probe, a.real_key, a.seed, a.verbose, a.condition_key
+        )
 
     def __init__(
         self,
@@ -158,6 +197,7 @@ class Sources(PicklesGenerators):
         real_key: int | str,
         seed: int,
         verbose: bool,
+        condition_key: int | str | None = None,
     ) -> None:
         self.source = source
         self.d_real_key, self.d_fake_key, self.fake_key = d_real_key, d_fake_key, fake_key
@@ -166,6 +206,7 @@ class Sources(PicklesGenerators):
         self.generator_attr, self.discriminator_attr = generator_attr, discriminator_attr
         self.latent_dim = latent_dim
         self.real_key = real_key
+        self.condition_key = condition_key
         self.seed = seed
         self.verbose = verbose
         self.reset()
@@ -178,6 +219,8 @@ class Sources(PicklesGenerators):
         self.rng: torch.Generator | None = None  # the probe's latent vectors
         self.sample_rng: torch.Generator | None = None  # the diversity check's latent vectors
         self.rng_states: dict[str, Tensor | None] = {"rng": None, "sample_rng": None}
+        self.conditions: Tensor | None = None  # the latest real batch's conditions (labels), for G(z, y)
+        self.first_conditions: Tensor | None = None  # the first batch's: the image grids' (kept in checkpoints)
         self._since_probe = 0
 
     # ------------------------------------------------------------------ set-up
@@ -279,6 +322,10 @@ class Sources(PicklesGenerators):
         """What this batch shows (one pass over ``outputs``, or one probe), or None if nothing (a skipped step)."""
         if self.resolved == "off":  # it failed after the first batch: turned off for this fit
             return None
+        if self.condition_key is not None:
+            self.conditions = batch_entry(batch, self.condition_key, "condition_key", "conditions (labels)").detach()
+            if self.first_conditions is None:
+                self.first_conditions = self.conditions.cpu()
         if self.resolved is None:
             self._resolve(self._choose(outputs))
         if self.resolved == "probe":
@@ -327,25 +374,37 @@ class Sources(PicklesGenerators):
         real = real_samples(batch, self.real_key)
         assert self.rng is not None
         z = self.latent(self.probe_batch_size or real.shape[0], generator, self.rng)
+        y = self.conditions
+        y_fake = None if y is None else cycled(y, z.shape[0])
         with untouched(generator, discriminator, device=z.device):
             try:
-                fake = generator(z)
+                fake = _call(generator, z, y_fake)
             except Exception as err:
                 raise RuntimeError(
                     f"GANMonitor's probe failed calling `pl_module.{self.generator_attr}` on latent vectors of shape "
                     f"{tuple(z.shape)}: {err}. Set `GANMonitor(latent_dim=...)` to the shape one latent vector has, "
-                    f"or return '{self.d_real_key}' and '{self.d_fake_key}' from `training_step` instead."
+                    f"or return '{self.d_real_key}' and '{self.d_fake_key}' from `training_step` instead"
+                    f"{self._conditional_hint()}."
                 ) from err
             try:
-                d_fake = discriminator(fake)
-                d_real = discriminator(real)
+                d_fake = _call(discriminator, fake, y_fake)
+                d_real = _call(discriminator, real, y)
             except Exception as err:
                 raise RuntimeError(
                     f"GANMonitor's probe failed calling `pl_module.{self.discriminator_attr}` on generated samples "
                     f"of shape {tuple(fake.shape)} and real samples of shape {tuple(real.shape)}: {err}. Check "
-                    "`GANMonitor(real_key=...)`, or return the discriminator's outputs from `training_step` instead."
+                    "`GANMonitor(real_key=...)`, or return the discriminator's outputs from `training_step` instead"
+                    f"{self._conditional_hint()}."
                 ) from err
         return d_real, d_fake
+
+    def _conditional_hint(self) -> str:
+        if self.condition_key is not None:
+            return ""
+        return (
+            "; for a conditional GAN, set `GANMonitor(condition_key=...)` to the place of the labels in the batch: "
+            "the monitor then calls generator(z, y) and discriminator(x, y)"
+        )
 
     # ------------------------------------------------------------------ running the generator
 
@@ -357,21 +416,28 @@ class Sources(PicklesGenerators):
         return torch.randn((n, *self.latent_shape), generator=rng, device=rng.device, dtype=dtype)
 
     @torch.no_grad()
-    def generate(self, pl_module: Any, n: int = 0, z: Tensor | None = None) -> Tensor:
-        """G of ``z`` (or of ``n`` latent vectors of the diversity generator), detached, training untouched."""
+    def generate(self, pl_module: Any, n: int = 0, z: Tensor | None = None, y: Tensor | None = None) -> Tensor:
+        """G of ``z`` (or of ``n`` latent vectors of the diversity generator), detached, training untouched.
+
+        A conditional generator (``condition_key``) gets ``y`` (cycled to as many as ``z``), or else the latest real
+        batch's conditions.
+        """
         generator: nn.Module = getattr(pl_module, self.generator_attr)
         if z is None:
             assert self.sample_rng is not None
             z = self.latent(n, generator, self.sample_rng)
+        y = y if y is not None else self.conditions
+        if y is not None:
+            y = cycled(y, z.shape[0]).to(z.device)
         with untouched(generator, device=z.device):
             try:
-                return generator(z).detach()
+                return _call(generator, z, y).detach()
             except Exception as err:
                 raise RuntimeError(
                     f"GANMonitor failed calling `pl_module.{self.generator_attr}` on latent vectors of shape "
                     f"{tuple(z.shape)} for the diversity metrics or image grids: {err}. Set "
                     f"`GANMonitor(latent_dim=...)`, or return generated samples as '{self.fake_key}' from "
-                    "`training_step`."
+                    f"`training_step`{self._conditional_hint()}."
                 ) from err
 
     def state_dict(self) -> dict[str, Tensor | None]:
