@@ -22,9 +22,8 @@ __all__ = ["Accumulator", "BatchSums", "Reading", "Window", "scores_from_stats"]
 
 #: Parts of a batch with a row of sums each: D's outputs on real samples, on generated samples, the losses.
 _PARTS = ("real", "fake", "loss")
-_REAL_COUNT, _FAKE_COUNT, _NON_FINITE, _OUT_OF_RANGE = (
-    STAT_NAMES.index(name) for name in ("real_count", "fake_count", "non_finite", "out_of_range")
-)
+_REAL_COUNT, _FAKE_COUNT, _NON_FINITE = (STAT_NAMES.index(name) for name in ("real_count", "fake_count", "non_finite"))
+_FINITE, _OUTSIDE, _COUNT = (SUM_NAMES.index(name) for name in ("finite", "out_of_range", "count"))
 
 
 class BatchSums(NamedTuple):
@@ -42,11 +41,6 @@ class BatchSums(NamedTuple):
     def non_finite(self) -> bool:
         """Whether an output or a loss was NaN or infinite."""
         return self.stats[_NON_FINITE] > 0 or self.loss_non_finite
-
-    @property
-    def out_of_range(self) -> bool:
-        """Whether a probability (``from_logits=False``) was outside [0, 1]."""
-        return self.stats[_OUT_OF_RANGE] > 0
 
 
 def scores_from_stats(stats: Sequence[float]) -> list[float]:
@@ -88,7 +82,7 @@ class Window(NamedTuple):
     @property
     def outside(self) -> bool:
         """Whether an output was outside [0, 1] (so D's outputs cannot be probabilities)."""
-        return any(row[0][0][3] + row[1][0][3] > 0 for row in self.rows)
+        return any(real[0][_OUTSIDE] + fake[0][_OUTSIDE] > 0 for real, fake, _ in self.rows)  # [0]: as probabilities
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -97,7 +91,7 @@ class Window(NamedTuple):
         """The batches' statistics with D's outputs read as logits or as probabilities."""
         r = int(logits)
         return [
-            BatchSums(stats_from_sums(real[r], fake[r]), loss[0][1] < loss[0][4])  # type: ignore[arg-type]
+            BatchSums(stats_from_sums(real[r], fake[r]), loss[0][_FINITE] < loss[0][_COUNT])  # type: ignore[arg-type]
             for real, fake, loss in self.rows
         ]
 

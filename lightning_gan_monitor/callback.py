@@ -288,10 +288,7 @@ class GANMonitorBase(MonitorArguments):
             failed = diagnosis.failure is not None
             self.stopping_reason = StoppingReason.FAILURE if failed else StoppingReason.CONVERGED
             self.stopping_reason_message = diagnosis.message
-        if diagnosis.failure is None:
-            rank_zero_info(f"GANMonitor: {diagnosis.message}")
-        else:
-            rank_zero_warn(f"GANMonitor: {diagnosis.message}", category=GANMonitorWarning)
+        say(f"GANMonitor: {diagnosis.message}", warning=diagnosis.failure is not None)
         if trainer.is_global_zero:
             for writer in self._tensorboard_writers(trainer):
                 tensorboard.write_diagnosis(writer, diagnosis.message, self._batches_seen, self.prefix)
@@ -345,13 +342,13 @@ class GANMonitorBase(MonitorArguments):
     def _say_once(self, key: str, message: str) -> None:
         if key not in self._warned:
             self._warned.add(key)
-            rank_zero_info(f"GANMonitor: {message}")
+            say(f"GANMonitor: {message}")
 
     def _tensorboard_writers(self, trainer: pl.Trainer) -> list[Any]:
         writers, missing = tensorboard.writers(trainer.loggers)
         if missing and "no tensorboard" not in self._warned:
             self._warned.add("no tensorboard")
-            rank_zero_warn(missing, category=GANMonitorWarning)
+            say(missing, warning=True)
         return writers
 
     def plot(self) -> Figure:
