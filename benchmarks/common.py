@@ -205,13 +205,15 @@ def print_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
     return text
 
 
-def write_section(name: str, text: str, path: Path = RESULTS) -> None:
+def write_section(script: str, text: str, path: Path = RESULTS, name: str | None = None) -> None:
     """Put `text` in `path` between the markers of section `name`, replacing what was there (or append it).
 
     Only what lies between `<!-- begin NAME -->` and `<!-- end NAME -->` changes, so each script refreshes its own
-    figures and the hand-written parts of the file (and other scripts' sections) stay as they are.
+    figures and the hand-written parts of the file (and other scripts' sections) stay as they are. `name` is the
+    section's (the script's name unless a script writes several).
     """
-    begin, end = f"<!-- begin {name} (written by benchmarks/{name}.py) -->", f"<!-- end {name} -->"
+    name = name or script
+    begin, end = f"<!-- begin {name} (written by benchmarks/{script}.py) -->", f"<!-- end {name} -->"
     block = f"{begin}\n{text.strip()}\n{end}"
     current = path.read_text() if path.exists() else ""
     if begin in current and end in current:

@@ -4,6 +4,7 @@
     python benchmarks/overhead.py --reduced          # fewer repetitions and batches (about 10 minutes)
     python benchmarks/overhead.py --write-results    # ... and refresh its section of benchmarks/RESULTS.md
     python benchmarks/overhead.py --quick            # about half a minute, for CI: ratios reported, never asserted
+    python benchmarks/overhead.py --accelerator gpu  # the same on one GPU (its own section of RESULTS.md; minutes)
 
 Every configuration trains the same seeded GAN for the same batches; configurations are interleaved within each
 repetition, so slow phases of a shared machine hit all of them. A configuration's figure is its mean time per
@@ -100,7 +101,8 @@ def monitor(**kwargs: Any) -> Callable[[Model], list[pl.Callback]]:
 
     def make(model: Model) -> list[pl.Callback]:
         resolved = {k: v(model) if callable(v) else v for k, v in kwargs.items()}
-        return [TimedMonitor(from_logits=True, **resolved)]
+        # Warn, never stop: a rule that fires (the DCGAN's D wins after about 150 batches) must not cut a run short.
+        return [TimedMonitor(from_logits=True, on_failure="warn", **resolved)]
 
     return make
 
@@ -188,6 +190,19 @@ QUICK = Plan(
 )
 
 
+# On one GPU: both GANs, longer DCGAN runs (its step is where a GPU user's time goes), a 3,000-batch long run.
+GPU = Plan(
+    {"digits MLP": (600, 100, 3), "DCGAN 32x32": (300, 50, 3)},
+    3_000,
+    (256, 1024, 4096),
+    10,
+    "python benchmarks/overhead.py --accelerator gpu",
+)
+
+#: Where training runs: "cpu" or "gpu" (Lightning's accelerator names); set by `--accelerator`.
+ACCELERATOR = "cpu"
+
+
 def run_once(model_name: str, config: Config, batches: int, warmup: int, logdir: Path) -> dict[str, float]:
     model = MODELS[model_name]
     torch.manual_seed(0)
@@ -196,7 +211,7 @@ def run_once(model_name: str, config: Config, batches: int, warmup: int, logdir:
     logger = TensorBoardLogger(logdir, name=config.name.replace(" ", "_")) if config.tensorboard else False
     gc.collect()
     # Both GANs step two optimizers per batch: `max_steps` counts optimizer steps.
-    trainer(callbacks, logger=logger, max_steps=2 * batches).fit(
+    trainer(callbacks, logger=logger, max_steps=2 * batches, accelerator=ACCELERATOR, devices=1).fit(
         model.make(config.probing, config.hand), model.loader()
     )
     hooks = [c for c in callbacks if isinstance(c, TimedMonitor)]
@@ -326,7 +341,7 @@ def memory_run(batches: int) -> list[dict[str, Any]]:
             probe = MemoryProbe(at, watched)
             logger = TensorBoardLogger(logdir, name=name.replace(" ", "_")) if config.tensorboard else False
             torch.manual_seed(0)
-            trainer([*callbacks, probe], logger=logger, max_steps=2 * batches).fit(
+            trainer([*callbacks, probe], logger=logger, max_steps=2 * batches, accelerator=ACCELERATOR, devices=1).fit(
                 model.make(config.probing, config.hand), model.loader()
             )
             row: dict[str, Any] = {"configuration": name}
@@ -347,8 +362,9 @@ def diversity_cost(
     """Milliseconds per call of each diversity metric on n samples of `dim` features (median of `repeats`)."""
     rows = []
     g = torch.Generator().manual_seed(0)
+    device = "cuda" if ACCELERATOR == "gpu" else "cpu"
     for n in sizes:
-        samples = torch.randn(n, dim, generator=g)
+        samples = torch.randn(n, dim, generator=g).to(device)
         row: dict[str, Any] = {"n": n}
         for name, fn in metrics.items():
             fn(samples)  # warm-up
@@ -356,6 +372,8 @@ def diversity_cost(
             for _ in range(repeats):
                 start = time.perf_counter()
                 fn(samples)
+                if device == "cuda":
+                    torch.cuda.synchronize()
                 times.append(time.perf_counter() - start)
             row[name] = f"{statistics.median(times) * 1e3:.2f}"
         rows.append(row)
@@ -412,11 +430,13 @@ def report(results: dict[str, list[dict[str, Any]]], plan: Plan, note: str, load
     memory_columns = ["configuration", *(k for k in results["memory"][0] if k.startswith("batch ")), "RSS growth"]
     memory_columns.append("monitor tensors growth")
     parts = [
-        "## Overhead",
+        "## Overhead" + (" on one GPU" if ACCELERATOR == "gpu" else ""),
         "",
         f"Measured {datetime.date.today()} by `{plan.command}`" + (f" ({note})" if note else "") + ".",
         "",
-        f"Machine: {machine()}. Load average (1 min): {load_before} at the start, {load_average()} at the end.",
+        f"Machine: {machine()}"
+        + (f", {torch.cuda.get_device_name()}" if ACCELERATOR == "gpu" else "")
+        + f". Load average (1 min): {load_before} at the start, {load_average()} at the end.",
         "",
         "Time per training batch with the monitor divided by the same training without it (`ratio`: wall time; "
         "`CPU-time ratio`: the main thread's CPU time, which leaves out the time other processes held the cores). "
@@ -427,7 +447,7 @@ def report(results: dict[str, list[dict[str, Any]]], plan: Plan, note: str, load
         "",
         markdown_table(results["overhead"], OVERHEAD_COLUMNS),
         "",
-        "### Targets (digits GAN, CPU)",
+        f"### Targets (digits GAN, {ACCELERATOR.upper()})",
         "",
         markdown_table(targets(results, plan.long_batches), ["target", "measured", "met"]),
         "",
@@ -461,14 +481,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 keeps a shared machine steadier)")
     parser.add_argument("--write-results", action="store_true", help="refresh the section of benchmarks/RESULTS.md")
     parser.add_argument("--note", default="", help="said next to the date in RESULTS.md, e.g. how busy the machine was")
+    parser.add_argument("--accelerator", choices=["cpu", "gpu"], default="cpu", help="train on the CPU or on one GPU")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    plan = QUICK if args.quick else REDUCED if args.reduced else FULL
+    global ACCELERATOR
+    ACCELERATOR = args.accelerator
+    plan = (
+        GPU
+        if args.accelerator == "gpu" and not args.quick
+        else QUICK
+        if args.quick
+        else REDUCED
+        if args.reduced
+        else FULL
+    )
     load_before = load_average()
     text = report(measure(plan), plan, args.note, load_before)
     print(text)
     if args.write_results:
-        write_section("overhead", text)
+        write_section("overhead", text, name="overhead-gpu" if ACCELERATOR == "gpu" else "overhead")
     return 0
 
 
