@@ -15,22 +15,25 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor
 
-from lightning_gan_monitor.functional.scores import SUM_NAMES, output_sums, stats_from_sums
-from lightning_gan_monitor.names import STAT_NAMES
+from lightning_gan_monitor.functional.scores import SUM_NAMES, output_sums, rank_scores, rank_sums, stats_from_sums
+from lightning_gan_monitor.names import RANK_STAT_NAMES, SCORE_NAMES, STAT_NAMES
 
-__all__ = ["Accumulator", "BatchSums", "Reading", "Window", "scores_from_stats"]
+__all__ = ["Accumulator", "BatchSums", "Reading", "Window", "scores_from_stats", "values_from"]
 
 #: Parts of a batch with a row of sums each: D's outputs on real samples, on generated samples, the losses.
 _PARTS = ("real", "fake", "loss")
 _REAL_COUNT, _FAKE_COUNT, _NON_FINITE = (STAT_NAMES.index(name) for name in ("real_count", "fake_count", "non_finite"))
 _FINITE, _OUTSIDE, _COUNT = (SUM_NAMES.index(name) for name in ("finite", "out_of_range", "count"))
+#: Columns of a batch's row in the buffer: (part, reading, sum) for the sums, then the rank sums.
+_SUMS = len(_PARTS) * 2 * len(SUM_NAMES)
 
 
 class BatchSums(NamedTuple):
-    """One batch, read back: the statistics of ``STAT_NAMES`` and whether a returned loss was NaN or infinite."""
+    """One batch, read back: its ``STAT_NAMES``, whether a loss was NaN or infinite, its ``RANK_STAT_NAMES``."""
 
     stats: list[float]
     loss_non_finite: bool
+    ranks: list[float]
 
     @property
     def observed(self) -> bool:
@@ -63,6 +66,20 @@ def scores_from_stats(stats: Sequence[float]) -> list[float]:
     ]
 
 
+def values_from(stats: Sequence[float], ranks: Sequence[float], critic: bool) -> list[float]:
+    """The values of ``VALUE_NAMES`` (the four scores, then ``RANK_NAMES``) from summed statistics and rank sums.
+
+    For a critic the four probability scores are NaN (not computed, so never logged nor judged): the sigmoid of a
+    score with no fixed offset means nothing.
+
+    Example:
+        >>> values_from([1.3, 2.0, 1.0, 0.8, 2.0, 1.0, 0.0, 0.0], [4.0, 3.0, 1.0, 2.0, 1.3, 0.8], critic=True)
+        [nan, nan, nan, nan, 0.75, 0.5, 1.0, 0.25]
+    """
+    scores = [math.nan] * len(SCORE_NAMES) if critic else scores_from_stats(stats)
+    return scores + rank_scores(ranks, stats[_REAL_COUNT], stats[_FAKE_COUNT])
+
+
 def _flat_cat(tensors: list[Tensor], device: torch.device) -> Tensor:
     """The tensors' values in one flat tensor on ``device`` (one ``cat`` when they differ only in their first size)."""
     first = tensors[0]
@@ -78,6 +95,15 @@ class Window(NamedTuple):
 
     #: Per batch: ``[part][reading][sum]``, parts (real, generated, losses), readings (probabilities, logits).
     rows: list[list[list[list[float]]]]
+    #: Per batch: the sums of ``RANK_STAT_NAMES`` (the same under every reading: a sigmoid keeps the order).
+    ranks: list[list[float]]
+
+    @classmethod
+    def of(cls, block: list[list[float]]) -> Window:
+        """From the buffer's rows as read back."""
+        n = len(SUM_NAMES)
+        rows = [[[row[i : i + n] for i in range(j, j + 2 * n, n)] for j in range(0, _SUMS, 2 * n)] for row in block]
+        return cls(rows, [row[_SUMS:] for row in block])
 
     @property
     def outside(self) -> bool:
@@ -91,19 +117,20 @@ class Window(NamedTuple):
         """The batches' statistics with D's outputs read as logits or as probabilities."""
         r = int(logits)
         return [
-            BatchSums(stats_from_sums(real[r], fake[r]), loss[0][_FINITE] < loss[0][_COUNT])  # type: ignore[arg-type]
-            for real, fake, loss in self.rows
+            BatchSums(stats_from_sums(real[r], fake[r]), loss[0][_FINITE] < loss[0][_COUNT], ranks)  # type: ignore[arg-type]
+            for (real, fake, loss), ranks in zip(self.rows, self.ranks)
         ]
 
 
 class Accumulator:
-    """D's outputs of the batches since the last check, summed at the check into a (capacity, 3, 2, 5) device buffer.
+    """D's outputs of the batches since the last check, summed at the check into a (capacity, 36) device buffer.
 
     An ordinary batch only keeps references to its (detached) outputs and losses: no tensor operation, no wait for
     the device. A check sums every pending batch at once (:func:`~lightning_gan_monitor.functional.output_sums`:
     about ten tensor operations whatever the number of batches) into the preallocated buffer, per batch and part
     (real, generated, losses) and both readings of D's outputs (as probabilities and as logits: the caller decides
-    which applies), and reads it back once (under DDP, one ``all_gather``, summed over processes).
+    which applies) and the sums that need only their order (:func:`~lightning_gan_monitor.functional.rank_sums`),
+    and reads it back once (under DDP, one ``all_gather``, summed over processes).
 
     Args:
         capacity: the most batches between two reads.
@@ -124,7 +151,7 @@ class Accumulator:
 
     def to(self, device: torch.device) -> Accumulator:
         """Allocate the buffer on ``device`` (forgetting the batches not read yet)."""
-        self.buffer = torch.zeros(self.capacity, len(_PARTS), 2, len(SUM_NAMES), device=device)
+        self.buffer = torch.zeros(self.capacity, _SUMS + len(RANK_STAT_NAMES), device=device)
         self._pending: list[list[Tensor] | None] = []  # per batch: d_real, d_fake, then its losses (or None)
         return self
 
@@ -162,7 +189,7 @@ class Accumulator:
         pending, self._pending = self._pending, []
         k = len(pending)
         if k == 0:
-            return Window([])
+            return Window([], [])
         block = self.buffer[:k]
         block.zero_()
         # The outputs of every pending batch, concatenated by kind (a few operations, not a few per batch), then
@@ -184,14 +211,22 @@ class Accumulator:
                 rows=[r for kind in rows for r in kind],
                 sizes=[n for kind in segments for n in kind],
             )
-            block.view(-1, 2, len(SUM_NAMES))[: sums.shape[0]] = sums
-        if all_gather is not None:  # (processes, rows, parts, readings, sums), summed over processes
+            if sums.shape[0] < len(_PARTS) * k:  # the last batches had no losses (or nothing at all)
+                sums = torch.nn.functional.pad(sums, (0, 0, 0, 0, 0, len(_PARTS) * k - sums.shape[0]))
+            block[:, :_SUMS] = sums.view(k, _SUMS)
+            empty = block.new_empty(0)
+            pairs = [(batch[0], batch[1]) if batch else (empty, empty) for batch in pending]
+            block[:, _SUMS:] = rank_sums(*zip(*pairs))
+        if all_gather is not None:  # (processes, rows, sums), summed over processes
             block = all_gather(block).reshape(-1, *block.shape).sum(0)
-        return Window(block.tolist())
+        return Window.of(block.tolist())
 
 
 class Reading:
-    """How D's outputs are read, probabilities or logits: fixed by ``from_logits``, or decided from the outputs.
+    """How D's outputs are read: probabilities, logits or a critic's scores, fixed by ``output``, or decided.
+
+    ``output="critic"`` (a Wasserstein critic or a hinge discriminator: scores with no fixed offset) reads them
+    through their order only: the four probability scores are not computed, the values of ``RANK_NAMES`` are.
 
     ``from_logits="auto"`` decides at the first check: logits if an output lies outside [0, 1], else probabilities,
     and says so once. If outputs outside [0, 1] come later, after a start that looked like probabilities, it reads
@@ -200,8 +235,9 @@ class Reading:
     (a sigmoid would be applied twice); ``False`` raises at the first output outside [0, 1].
 
     Args:
-        from_logits: ``True``, ``False`` or ``"auto"``.
-        check_every: batches of the first window over which ``from_logits=True`` is checked.
+        output: ``"auto"``, ``"probability"``, ``"logit"`` or ``"critic"`` (``from_logits``: ``True`` is
+            ``"logit"``, ``False`` is ``"probability"``).
+        check_every: batches of the first window over which ``output="logit"`` is checked.
         say: called with ``(message, is_warning)`` for what the reading tells the user.
 
     Example:
@@ -214,36 +250,40 @@ class Reading:
 
     """
 
-    def __init__(self, from_logits: bool | str, check_every: int, say: Callable[[str, bool], None]) -> None:
-        self.from_logits = from_logits
+    def __init__(self, output: bool | str, check_every: int, say: Callable[[str, bool], None]) -> None:
+        self.critic = output == "critic"
+        self.from_logits = {"probability": False, "logit": True, "critic": True}.get(output, output)  # type: ignore[call-overload]
         self.check_every = check_every
         self.say = say
         self.decided: str | None = None  # "logits" or "probabilities", once decided
-        self._inside_only = True  # every output inside [0, 1] so far (for the check of from_logits=True)
+        self._inside_only = True  # every output inside [0, 1] so far (for the check of output="logit")
 
     def choose(self, outside: bool, first: int, last: int) -> bool:
         """Whether the window of batches ``first``..``last`` is read as logits.
 
         Raises:
-            ValueError: with ``from_logits=False``, when an output is outside [0, 1].
+            ValueError: with ``output="probability"``, when an output is outside [0, 1].
         """
         if self.from_logits is False:
             if outside:
                 raise ValueError(
                     "GANMonitor: the discriminator's outputs are not probabilities: some are outside [0, 1]. If your "
                     "discriminator returns logits (no sigmoid at the end, as with `BCEWithLogitsLoss`), pass "
-                    "`GANMonitor(from_logits=True)`, or leave `from_logits='auto'` (the default)."
+                    "`GANMonitor(output='logit')`, or leave `output='auto'` (the default); if it is a Wasserstein "
+                    "critic or a hinge discriminator (scores with no fixed offset), pass `GANMonitor(output='critic')`."
                 )
             return False
+        if self.critic:
+            return True  # only the order counts, which a sigmoid keeps
         if self.from_logits is True:
             self._inside_only = self._inside_only and not outside
             if self._inside_only and last >= self.check_every and self.decided is None:
                 self.decided = "logits"
                 self.say(
-                    f"GANMonitor: `from_logits=True`, but every output of the discriminator was inside [0, 1] over the "
-                    f"first {last} batches: they look like probabilities (a sigmoid at the end of D), and the monitor "
-                    "applies a sigmoid again, which squeezes every score towards 0.5. Pass `from_logits=False` (or "
-                    "leave `from_logits='auto'`) if D ends in a sigmoid.",
+                    f"GANMonitor: `output='logit'` (or `from_logits=True`), but every output of the discriminator was "
+                    f"inside [0, 1] over the first {last} batches: they look like probabilities (a sigmoid at the end "
+                    "of D), and the monitor applies a sigmoid again, which squeezes every score towards 0.5. Pass "
+                    "`output='probability'` (or leave `output='auto'`) if D ends in a sigmoid.",
                     True,
                 )
             return True
@@ -257,7 +297,8 @@ class Reading:
             )
             self.say(
                 f"GANMonitor: reading the discriminator's outputs as {self.decided} ({why}). Pass "
-                f"`GANMonitor(from_logits={self.decided == 'logits'})` to fix the reading.",
+                f"`GANMonitor(output={'logit' if outside else 'probability'!r})` to fix the reading"
+                + (", or `output='critic'` for a Wasserstein critic or a hinge discriminator." if outside else "."),
                 False,
             )
         elif self.decided == "probabilities" and outside:
@@ -266,7 +307,7 @@ class Reading:
                 f"GANMonitor: the discriminator's outputs in batches {first}-{last} are outside [0, 1], after batches "
                 "that were all inside it: reading them as logits from batch "
                 f"{first} on. The scores logged before were computed as probabilities; if D returns logits, pass "
-                "`GANMonitor(from_logits=True)`.",
+                "`GANMonitor(output='logit')` (`output='critic'` for a Wasserstein critic or a hinge discriminator).",
                 True,
             )
         return self.decided == "logits"

@@ -8,7 +8,43 @@ from typing import Any, Literal
 
 from torch import Tensor, nn
 
-from lightning_gan_monitor.rules import Converged, DiscriminatorDominates, GeneratorDominates, NonFinite, Rule
+from lightning_gan_monitor.rules import (
+    Converged,
+    CriticDominates,
+    CriticFooled,
+    DiscriminatorDominates,
+    GeneratorDominates,
+    NonFinite,
+    Rule,
+)
+
+#: How D's outputs can be read (``output``).
+OUTPUTS = ("auto", "probability", "logit", "critic")
+#: A critic's dominance rule waits this many times ``patience`` unless ``critic_patience`` is given.
+CRITIC_PATIENCE_FACTOR = 5
+
+
+def resolve_output(output: str, from_logits: bool | str) -> str:
+    """The reading of D's outputs that ``output`` and the older ``from_logits`` ask for together.
+
+    Example:
+        >>> resolve_output("auto", True), resolve_output("critic", "auto")
+        ('logit', 'critic')
+        >>> resolve_output("critic", True)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: `output='critic'` and `from_logits=True` disagree: pass `output` alone ...
+    """
+    if from_logits == "auto":
+        return output
+    implied = "logit" if from_logits else "probability"
+    if output not in ("auto", implied):
+        raise ValueError(
+            f"`output={output!r}` and `from_logits={from_logits!r}` disagree: pass `output` alone "
+            f"(`from_logits={from_logits!r}` is `output={implied!r}`)"
+        )
+    return implied
+
 
 __all__ = ["MonitorArguments", "check_arguments"]
 
@@ -51,6 +87,8 @@ def check_arguments(arguments: Mapping[str, Any]) -> None:
     _positive_int("patience", a.patience)
     if not isinstance(a.from_logits, bool) and a.from_logits != "auto":
         raise ValueError(f"`from_logits` must be True, False or 'auto', got {a.from_logits!r}")
+    _choice("output", a.output, OUTPUTS)
+    resolve_output(a.output, a.from_logits)
     _choice("on_failure", a.on_failure, ("stop", "warn"))
     _choice("source", a.source, ("auto", "outputs", "probe"))
     for name, key in (("d_real_key", a.d_real_key), ("d_fake_key", a.d_fake_key)):
@@ -96,6 +134,15 @@ def check_arguments(arguments: Mapping[str, Any]) -> None:
             f"{a.d_dominates_generator_below} >= {a.g_dominates_generator_above}: a generator score cannot mean "
             "that both networks dominate"
         )
+    _probability("d_dominates_auc_above", a.d_dominates_auc_above)
+    _probability("d_dominates_gap_within", a.d_dominates_gap_within)
+    _probability("g_dominates_auc_below", a.g_dominates_auc_below)
+    if a.g_dominates_auc_below >= a.d_dominates_auc_above:
+        raise ValueError(
+            "`g_dominates_auc_below` must be lower than `d_dominates_auc_above`, got "
+            f"{a.g_dominates_auc_below} >= {a.d_dominates_auc_above}"
+        )
+    _positive_int("critic_patience", a.critic_patience, allow_none=True)
     _positive_int("non_finite_patience", a.non_finite_patience)
     if (
         isinstance(a.convergence_tolerance, bool)
@@ -173,7 +220,9 @@ DEFAULT_COLLAPSE_PATIENCE = 3
 
 #: The arguments saved with a checkpoint (and written to TensorBoard) to tell a resumed run what changed.
 _CONFIG_KEYS = (
-    *("patience", "from_logits", "smoothing", "d_dominates_generator_below", "d_dominates_discriminator_above"),
+    *("patience", "from_logits", "output", "smoothing", "d_dominates_generator_below"),
+    *("d_dominates_discriminator_above", "d_dominates_auc_above", "d_dominates_gap_within", "critic_patience"),
+    "g_dominates_auc_below",
     *("g_dominates_generator_above", "check_finite", "non_finite_patience", "stop_on_convergence"),
     *("convergence_tolerance", "convergence_patience", "diversity_every_n_batches", "diversity_samples"),
     *("real_reservoir_size", "nearest_k", "near_duplicate_factor", "collapse_diversity_below"),
@@ -191,6 +240,7 @@ class MonitorArguments:
         self,
         patience: int = 100,
         from_logits: bool | Literal["auto"] = "auto",
+        output: Literal["auto", "probability", "logit", "critic"] = "auto",
         on_failure: Literal["stop", "warn"] = "stop",
         source: Literal["auto", "outputs", "probe"] = "auto",
         d_real_key: str = "d_real",
@@ -206,6 +256,10 @@ class MonitorArguments:
         d_dominates_generator_below: float = 0.1,
         d_dominates_discriminator_above: float = 0.9,
         g_dominates_generator_above: float = 0.9,
+        d_dominates_auc_above: float = 0.99,
+        d_dominates_gap_within: float = 0.1,
+        critic_patience: int | None = None,
+        g_dominates_auc_below: float = 0.2,
         check_finite: bool = True,
         non_finite_patience: int = 1,
         stop_on_convergence: bool = False,
@@ -236,9 +290,14 @@ class MonitorArguments:
 
         Args:
             patience: consecutive training batches a failure condition must hold before its rule fires.
-            from_logits: ``True``: D outputs logits (no sigmoid at its end), a sigmoid is applied first; ``False``: D
-                outputs probabilities; ``"auto"``: decided at the first check (logits if an output is outside
-                [0, 1]) and said once, switching to logits later if such outputs appear (with a warning).
+            from_logits: the older way to say ``output``: ``True`` is ``"logit"``, ``False`` is ``"probability"``,
+                ``"auto"`` leaves it to ``output``.
+            output: what D's outputs are. ``"probability"``: D ends in a sigmoid; ``"logit"``: no sigmoid at its end
+                (``BCEWithLogitsLoss``), a sigmoid is applied first; ``"critic"``: a Wasserstein critic or a hinge
+                discriminator, whose scores have no fixed offset: only their order and gap are read (``gan/auc``
+                ...), the four probability scores are not logged, and the critic rules apply (see
+                ``d_dominates_auc_above``); ``"auto"``: probability or logit, decided at the first check (logits if
+                an output is outside [0, 1]) and said once, switching to logits later if such outputs appear.
             on_failure: ``"stop"`` sets ``trainer.should_stop`` when a failure rule fires; ``"warn"`` only reports.
             source: where D's outputs come from: ``"auto"`` (the training step's outputs if they hold the keys, else
                 probing), ``"outputs"`` or ``"probe"``.
@@ -258,6 +317,14 @@ class MonitorArguments:
             d_dominates_generator_below: "discriminator dominates" needs the smoothed generator score below this...
             d_dominates_discriminator_above: ...and the smoothed discriminator score above this.
             g_dominates_generator_above: "generator dominates" when the smoothed generator score is above this.
+            d_dominates_auc_above: for a critic, "discriminator dominates" needs the smoothed AUC (``gan/auc``) above
+                this...
+            d_dominates_gap_within: ...and the smoothed gap (``gan/gap``) within this fraction of its highest so far,
+                for ``critic_patience`` batches.
+            critic_patience: see ``d_dominates_auc_above``; None is 5 x ``patience`` (a healthy critic separates
+                every pair for hundreds of batches while it learns faster than the generator).
+            g_dominates_auc_below: for a critic, "generator dominates" when the smoothed AUC is below this (the critic
+                scores generated samples above real ones) for ``patience`` batches.
             check_finite: stop (or warn) when D's outputs or the losses become NaN or infinite.
             non_finite_patience: consecutive batches with non-finite values before that rule fires.
             stop_on_convergence: also stop, as a success, once the smoothed fake-detection accuracy has stayed within
@@ -326,6 +393,11 @@ class MonitorArguments:
         self.d_dominates_generator_below = float(d_dominates_generator_below)
         self.d_dominates_discriminator_above = float(d_dominates_discriminator_above)
         self.g_dominates_generator_above = float(g_dominates_generator_above)
+        self.output = output
+        self.d_dominates_auc_above = float(d_dominates_auc_above)
+        self.d_dominates_gap_within = float(d_dominates_gap_within)
+        self.critic_patience = critic_patience
+        self.g_dominates_auc_below = float(g_dominates_auc_below)
         self.check_finite = check_finite
         self.non_finite_patience = non_finite_patience
         self.stop_on_convergence = stop_on_convergence
@@ -360,13 +432,25 @@ class MonitorArguments:
     def _rules(self) -> list[Rule]:
         """The score rules these arguments configure, in priority order."""
         rules: list[Rule] = [NonFinite(patience=self.non_finite_patience)] if self.check_finite else []
-        below, above = self.d_dominates_generator_below, self.d_dominates_discriminator_above
-        rules.append(DiscriminatorDominates(self.patience, generator_below=below, discriminator_above=above))
-        rules.append(GeneratorDominates(patience=self.patience, generator_above=self.g_dominates_generator_above))
+        critic = self._output() == "critic"
+        if critic:
+            patience = self.critic_patience or CRITIC_PATIENCE_FACTOR * self.patience
+            auc, within = self.d_dominates_auc_above, self.d_dominates_gap_within
+            rules.append(CriticDominates(patience, auc_above=auc, gap_within=within))
+            rules.append(CriticFooled(patience=self.patience, auc_below=self.g_dominates_auc_below))
+        else:
+            below, above = self.d_dominates_generator_below, self.d_dominates_discriminator_above
+            rules.append(DiscriminatorDominates(self.patience, generator_below=below, discriminator_above=above))
+            rules.append(GeneratorDominates(patience=self.patience, generator_above=self.g_dominates_generator_above))
         if self.stop_on_convergence:
             patience = self.convergence_patience or self.patience
-            rules.append(Converged(patience=patience, tolerance=self.convergence_tolerance))
+            key = "auc" if critic else "fake_detection_accuracy"
+            rules.append(Converged(patience=patience, tolerance=self.convergence_tolerance, key=key))
         return rules
+
+    def _output(self) -> str:
+        """How D's outputs are read: ``output``, or what ``from_logits`` says."""
+        return resolve_output(self.output, self.from_logits)
 
     def _build(self) -> None:
         """Build what depends on the arguments (the callback's trackers, sources and buffers)."""

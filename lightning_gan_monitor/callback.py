@@ -21,18 +21,14 @@ from torch import Tensor
 from typing_extensions import override
 
 from lightning_gan_monitor import tensorboard
-from lightning_gan_monitor.accumulate import Accumulator, Reading, scores_from_stats
+from lightning_gan_monitor.accumulate import Accumulator, Reading, values_from
 from lightning_gan_monitor.arguments import DEFAULT_CHECK_EVERY, MonitorArguments
 from lightning_gan_monitor.compat import from_version_1
 from lightning_gan_monitor.diagnosis import Diagnosis, FailureMode, GANMonitorWarning, StoppingReason, say, turned_off
 from lightning_gan_monitor.diversity import DiversityWatch
 from lightning_gan_monitor.history import RunSummary, ScoreHistory, collapsed_batches, regime_counts, summarize
-from lightning_gan_monitor.names import DIVERSITY_NAMES, NUM_STATS, SCORE_NAMES
-from lightning_gan_monitor.rules import (
-    Firing,
-    ScoreTracker,
-    decide,
-)
+from lightning_gan_monitor.names import DIVERSITY_NAMES, NUM_STATS, RANK_STAT_NAMES
+from lightning_gan_monitor.rules import VALUE_NAMES, Firing, ScoreTracker, decide
 from lightning_gan_monitor.sources import Sources, real_samples
 
 if TYPE_CHECKING:
@@ -106,9 +102,9 @@ class GANMonitorBase(MonitorArguments):
         self._batches_seen = 0
         self._check_every = self.check_every_n_batches or DEFAULT_CHECK_EVERY
         self._log_every = self.log_every_n_batches or 0
-        self._log_stats = [0.0] * NUM_STATS  # summed statistics since the last log point (host)
+        self._log_stats = [0.0] * (NUM_STATS + len(RANK_STAT_NAMES))  # summed since the last log point (host)
         self._history = ScoreHistory()  # what was logged at each log point, bounded, for `plot()`
-        self._reading = Reading(self.from_logits, self._check_every, say)
+        self._reading = Reading(self._output(), self._check_every, say)
         self._tracker.reset()
         self._sources.reset()
         if self._watch is not None:
@@ -266,14 +262,15 @@ class GANMonitorBase(MonitorArguments):
         first = self._batches_seen - len(window) + 1
         logits = bool(window) and self._reading.choose(window.outside, first, self._batches_seen)
         batches = window.batches(logits)
-        observed = [(scores_from_stats(b.stats) if b.observed else None, b.non_finite) for b in batches]
+        critic = self._reading.critic
+        observed = [(values_from(b.stats, b.ranks, critic) if b.observed else None, b.non_finite) for b in batches]
         fired = [*self._tracker.update(observed), *(firings or [])]
         for b in batches:
-            self._log_stats = [total + value for total, value in zip(self._log_stats, b.stats)]
+            self._log_stats = [total + value for total, value in zip(self._log_stats, [*b.stats, *b.ranks])]
         if log:
-            stats, self._log_stats = self._log_stats, [0.0] * NUM_STATS
-            values = dict(zip((f"gan/{name}" for name in SCORE_NAMES), scores_from_stats(stats)))
-            self._log_values(trainer, values, metrics)
+            sums, self._log_stats = self._log_stats, [0.0] * len(self._log_stats)
+            logged = values_from(sums[:NUM_STATS], sums[NUM_STATS:], critic)
+            self._log_values(trainer, dict(zip((f"gan/{name}" for name in VALUE_NAMES), logged)), metrics)
         stopping, diagnoses = decide(fired, self.on_failure, self._batches_seen, self._check_every, training_over)
         for diagnosis in diagnoses:
             self._report(trainer, diagnosis, stops=diagnosis is stopping)
@@ -425,7 +422,9 @@ class GANMonitorBase(MonitorArguments):
                 "those start afresh.",
                 category=GANMonitorWarning,
             )
-        self._log_stats = [float(v) for v in state.get("log_stats") or self._log_stats]
+        saved = [float(v) for v in state.get("log_stats") or self._log_stats]
+        # a checkpoint from before the rank sums holds the statistics alone: the rank sums start afresh
+        self._log_stats = saved + [0.0] * (len(self._log_stats) - len(saved))
         self._reading.load_state_dict(state.get("reading", {}))
         self._sources.rng_states = {"rng": state.get("rng_state"), "sample_rng": state.get("sample_rng_state")}
         if state.get("fixed_latent") is not None:

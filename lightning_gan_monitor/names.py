@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-__all__ = ["DIVERSITY_NAMES", "NUM_STATS", "QUALITY_NAMES", "SCORE_NAMES", "STAT_NAMES"]
+__all__ = [
+    "DIVERSITY_NAMES",
+    "NUM_STATS",
+    "QUALITY_NAMES",
+    "RANK_NAMES",
+    "RANK_STAT_NAMES",
+    "SCORE_NAMES",
+    "STAT_NAMES",
+]
 
 #: The four scores, in the order every vector of scores uses (logged as ``gan/<name>``).
 SCORE_NAMES: tuple[str, ...] = (
@@ -23,6 +31,23 @@ STAT_NAMES: tuple[str, ...] = (
     "out_of_range",  # number of finite probabilities outside [0, 1] (always 0 with ``from_logits=True``)
 )
 NUM_STATS = len(STAT_NAMES)
+#: What needs no fixed threshold on D's outputs, for every D (and the only scores for a critic), logged as
+#: ``gan/<name>``: the share of (real, generated) pairs D orders correctly (the AUC: 0.5 is chance, 1 perfect
+#: separation); the share of generated outputs below the median real one, and of real outputs above the median
+#: generated one (0.5 is chance, 1 perfect); and the gap mean(D(x)) - mean(D(G(z))) in D's own units (a Wasserstein
+#: critic's estimate of the distance between the real and the generated distributions).
+RANK_NAMES: tuple[str, ...] = ("auc", "fake_detection_at_median", "real_detection_at_median", "gap")
+#: Their sums per batch (they add up over batches and processes; with the counts of finite outputs of STAT_NAMES):
+#: pairs, pairs ordered correctly, generated outputs below the median real one, real ones above the median generated
+#: one, and the sums of D's finite raw outputs on real and on generated samples.
+RANK_STAT_NAMES: tuple[str, ...] = (
+    "pairs",
+    "ordered_pairs",
+    "fake_below_real_median",
+    "real_above_fake_median",
+    "real_raw_sum",
+    "fake_raw_sum",
+)
 #: The diversity values, in the order every vector of them uses (logged as ``gan/<name>``).
 DIVERSITY_NAMES: tuple[str, ...] = ("diversity", "near_duplicates", "density", "coverage")
 #: Sample quality against the real reservoir, logged when ``feature_extractor`` is an ``nn.Module``.

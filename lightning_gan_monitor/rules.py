@@ -16,11 +16,17 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, NamedTuple
 
 from lightning_gan_monitor.diagnosis import Diagnosis, FailureMode, StoppingReason, format_message, stop_note
-from lightning_gan_monitor.names import DIVERSITY_NAMES, SCORE_NAMES
+from lightning_gan_monitor.names import DIVERSITY_NAMES, RANK_NAMES, SCORE_NAMES
+
+#: The values the score rules see, smoothed: the four probability scores, then the rank values (``RANK_NAMES``).
+VALUE_NAMES: tuple[str, ...] = (*SCORE_NAMES, *RANK_NAMES)
 
 __all__ = [
+    "VALUE_NAMES",
     "CollapseTracker",
     "Converged",
+    "CriticDominates",
+    "CriticFooled",
     "Diagnosis",
     "DiscriminatorDominates",
     "FailureMode",
@@ -111,6 +117,70 @@ class GeneratorDominates(Rule):
 
 
 @dataclass(frozen=True)
+class CriticDominates(Rule):
+    """For a critic (a Wasserstein or hinge D): it separates the real and generated samples, and keeps doing so.
+
+    It orders nearly every (real, generated) pair correctly, and the gap between its mean scores on real and on
+    generated samples stays near the highest it has been (it is not narrowing: the generator is not catching up).
+
+    A critic that separates every pair is normal for a while (a Wasserstein critic's gradients do not vanish, and a
+    healthy critic learns faster than the generator at first), so this rule's ``patience`` is longer than the
+    probability rules' (benchmarks/RESULTS.md: on the healthy WGAN-GP runs the gap peaked 336-446 batches in).
+
+    Example:
+        >>> rule = CriticDominates(patience=500)
+        >>> rule.holds({"auc": 1.0, "gap": 6.9, "gap_peak": 7.0}, False)
+        True
+        >>> rule.holds({"auc": 1.0, "gap": 3.0, "gap_peak": 4.5}, False)  # narrowing: the generator catches up
+        False
+
+    """
+
+    auc_above: float = 0.99
+    gap_within: float = 0.1
+    failure: FailureMode | None = field(init=False, default=FailureMode.DISCRIMINATOR_DOMINATES)
+    evidence: ClassVar[tuple[str, ...]] = (*RANK_NAMES, "gap_peak")
+
+    def holds(self, scores: Mapping[str, float], non_finite: bool) -> bool:  # noqa: D102
+        return scores["auc"] > self.auc_above and scores["gap"] >= (1 - self.gap_within) * scores["gap_peak"]
+
+    def describe(self, scores: Mapping[str, float]) -> str:  # noqa: D102
+        return (
+            f"the critic has ordered more than {self.auc_above:g} of the (real, generated) pairs correctly (smoothed "
+            f"AUC now {scores['auc']:.3f}) and the gap between its mean scores on real and generated samples has "
+            f"stayed within {self.gap_within:.0%} of its highest (now {scores['gap']:.3g}, highest "
+            f"{scores['gap_peak']:.3g}): the generator is not catching up"
+        )
+
+
+@dataclass(frozen=True)
+class CriticFooled(Rule):
+    """For a critic: it orders most (real, generated) pairs the wrong way round.
+
+    It scores generated samples above real ones: a critic that learns cannot stay there, so it has stopped learning
+    or the generator outruns it.
+
+    Example:
+        >>> CriticFooled(patience=100).holds({"auc": 0.05}, False)
+        True
+
+    """
+
+    auc_below: float = 0.2
+    failure: FailureMode | None = field(init=False, default=FailureMode.GENERATOR_DOMINATES)
+    evidence: ClassVar[tuple[str, ...]] = RANK_NAMES
+
+    def holds(self, scores: Mapping[str, float], non_finite: bool) -> bool:  # noqa: D102
+        return scores["auc"] < self.auc_below
+
+    def describe(self, scores: Mapping[str, float]) -> str:  # noqa: D102
+        return (
+            f"the critic has ordered fewer than {self.auc_below:g} of the (real, generated) pairs correctly (smoothed "
+            f"AUC now {scores['auc']:.3f}): it scores generated samples above real ones"
+        )
+
+
+@dataclass(frozen=True)
 class NonFinite(Rule):
     """NaN or infinity in the discriminator's outputs or in the losses.
 
@@ -140,15 +210,17 @@ class Converged(Rule):
     """
 
     tolerance: float = 0.05
+    #: The value that sits at 0.5 at chance: the fake-detection accuracy, or for a critic the AUC.
+    key: str = "fake_detection_accuracy"
 
     def holds(self, scores: Mapping[str, float], non_finite: bool) -> bool:  # noqa: D102
-        return abs(scores["fake_detection_accuracy"] - 0.5) <= self.tolerance
+        return abs(scores[self.key] - 0.5) <= self.tolerance
 
     def describe(self, scores: Mapping[str, float]) -> str:  # noqa: D102
+        what = "fake-detection accuracy" if self.key == "fake_detection_accuracy" else self.key.replace("_", " ")
         return (
-            f"the smoothed fake-detection accuracy has stayed within {self.tolerance:g} of 0.5 (now "
-            f"{scores['fake_detection_accuracy']:.3f}): the discriminator is no better than chance on generated "
-            "samples"
+            f"the smoothed {what} has stayed within {self.tolerance:g} of 0.5 (now {scores[self.key]:.3f}): the "
+            "discriminator is no better than chance on generated samples"
         )
 
 
@@ -237,8 +309,9 @@ class ScoreTracker:
         n = len(self.rules)
         self.batches = 0
         self.gap = 0  # batches since the last observed one
-        self.ema = [0.0] * len(SCORE_NAMES)
-        self.weight = [0.0] * len(SCORE_NAMES)
+        self.ema = [0.0] * len(VALUE_NAMES)
+        self.weight = [0.0] * len(VALUE_NAMES)
+        self.gap_peak = -math.inf  # the highest smoothed gap so far (for CriticDominates)
         self.held = [0] * n
         self.latched = [False] * n
         self.holding = [False] * n
@@ -248,10 +321,10 @@ class ScoreTracker:
 
     @property
     def scores(self) -> dict[str, float]:
-        """The bias-corrected smoothed scores (NaN where nothing has been seen)."""
+        """The bias-corrected smoothed values of ``VALUE_NAMES`` (NaN where nothing has been seen)."""
         return {
             name: ema / weight if weight > 0 else math.nan
-            for name, ema, weight in zip(SCORE_NAMES, self.ema, self.weight)
+            for name, ema, weight in zip(VALUE_NAMES, self.ema, self.weight)
         }
 
     def update(self, batches: Sequence[Batch]) -> list[Firing]:
@@ -270,6 +343,9 @@ class ScoreTracker:
                         self.ema[i] = decay * self.ema[i] + (1 - decay) * x
                         self.weight[i] = decay * self.weight[i] + (1 - decay)
                 smoothed = self.scores
+                if not math.isnan(smoothed["gap"]):
+                    self.gap_peak = max(self.gap_peak, smoothed["gap"])
+                smoothed["gap_peak"] = self.gap_peak
                 self.holding = [rule.holds(smoothed, non_finite) for rule in self.rules]
                 gap, self.gap = self.gap + 1, 0
                 for i, rule in enumerate(self.rules):
@@ -288,12 +364,16 @@ class ScoreTracker:
 
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue exactly."""
-        names = ("batches", "gap", "ema", "weight", "held", "latched", "holding", "regime_batches")
+        names = ("batches", "gap", "ema", "weight", "held", "latched", "holding", "regime_batches", "gap_peak")
         return {name: getattr(self, name) for name in names}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> list[str]:
         """Restore :meth:`state_dict`; returns the names it could not restore (absent, or sized for other rules)."""
         skipped = []
+        state = dict(state)
+        for name in ("ema", "weight"):  # saved before the rank values were smoothed too: they start afresh
+            if isinstance(state.get(name), list) and len(state[name]) == len(SCORE_NAMES):
+                state[name] = [*state[name], *[0.0] * len(RANK_NAMES)]
         for name, value in state.items():
             current = getattr(self, name, None)
             if isinstance(current, list) and (not isinstance(value, list) or len(value) != len(current)):

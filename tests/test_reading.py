@@ -48,7 +48,8 @@ def test_reading_auto_reads_a_logits_discriminator_as_logits(tmp_path, caplog):
     recorder, trainer, said, warned = run(tmp_path, sigmoid=False, from_logits="auto", caplog=caplog)
     assert said == [
         "GANMonitor: reading the discriminator's outputs as logits (some are outside [0, 1]; a sigmoid turns them "
-        "into probabilities). Pass `GANMonitor(from_logits=True)` to fix the reading."
+        "into probabilities). Pass `GANMonitor(output='logit')` to fix the reading, or `output='critic'` for a "
+        "Wasserstein critic or a hinge discriminator."
     ]
     assert warned == []
     logged_equals_metric(recorder, trainer, from_logits=True)
@@ -58,7 +59,7 @@ def test_reading_auto_reads_a_sigmoid_discriminator_as_probabilities(tmp_path, c
     recorder, trainer, said, warned = run(tmp_path, sigmoid=True, from_logits="auto", caplog=caplog)
     assert said == [
         "GANMonitor: reading the discriminator's outputs as probabilities (all were inside [0, 1] in batch 1). "
-        "Pass `GANMonitor(from_logits=False)` to fix the reading."
+        "Pass `GANMonitor(output='probability')` to fix the reading."
     ]
     assert warned == []
     logged_equals_metric(recorder, trainer, from_logits=False)
@@ -73,10 +74,10 @@ def test_reading_true_on_a_logits_discriminator_is_silent_and_right(tmp_path, ca
 def test_reading_true_on_a_sigmoid_discriminator_warns_of_a_double_sigmoid(tmp_path, caplog):
     recorder, trainer, _, warned = run(tmp_path, sigmoid=True, from_logits=True, caplog=caplog)
     assert len(warned) == 1 and warned[0].startswith(
-        "GANMonitor: `from_logits=True`, but every output of the discriminator was inside [0, 1] over the first 20 "
-        "batches: they look like probabilities"
+        "GANMonitor: `output='logit'` (or `from_logits=True`), but every output of the discriminator was inside "
+        "[0, 1] over the first 20 batches: they look like probabilities"
     )
-    assert "a sigmoid again" in warned[0] and "Pass `from_logits=False`" in warned[0]
+    assert "a sigmoid again" in warned[0] and "Pass `output='probability'`" in warned[0]
     logged_equals_metric(recorder, trainer, from_logits=True)  # what was asked for, computed as asked
 
 
@@ -87,7 +88,7 @@ def test_reading_false_on_a_sigmoid_discriminator_is_silent_and_right(tmp_path, 
 
 
 def test_reading_false_on_a_logits_discriminator_is_a_clear_error(tmp_path, caplog):
-    with pytest.raises(ValueError, match=r"outside \[0, 1\].*pass `GANMonitor\(from_logits=True\)`, or leave"):
+    with pytest.raises(ValueError, match=r"outside \[0, 1\].*pass `GANMonitor\(output='logit'\)`, or leave"):
         run(tmp_path, sigmoid=False, from_logits=False, caplog=caplog)
 
 

@@ -18,6 +18,8 @@ from lightning_gan_monitor.functional.diversity import (
 )
 from lightning_gan_monitor.functional.scores import (
     NUM_STATS,
+    RANK_NAMES,
+    RANK_STAT_NAMES,
     SCORE_NAMES,
     STAT_NAMES,
     SUM_NAMES,
@@ -30,6 +32,8 @@ from lightning_gan_monitor.functional.scores import (
     gan_scores_from_stats,
     generator_score,
     output_sums,
+    rank_scores,
+    rank_sums,
     real_detection_accuracy,
     stats_from_sums,
 )
@@ -37,6 +41,8 @@ from lightning_gan_monitor.functional.scores import (
 __all__ = [
     "DIVERSITY_NAMES",
     "NUM_STATS",
+    "RANK_NAMES",
+    "RANK_STAT_NAMES",
     "SCORE_NAMES",
     "STAT_NAMES",
     "SUM_NAMES",
@@ -58,6 +64,8 @@ __all__ = [
     "near_duplicate_rate",
     "output_sums",
     "pairwise_distances",
+    "rank_scores",
+    "rank_sums",
     "real_detection_accuracy",
     "real_reference",
     "stats_from_sums",

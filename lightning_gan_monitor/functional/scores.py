@@ -10,15 +10,19 @@ The monitor calls :func:`output_sums` once per batch, so it is written as a fixe
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Sequence
 
 import torch
 from torch import Tensor
+from torch.nn.utils.rnn import pad_sequence
 
-from lightning_gan_monitor.names import NUM_STATS, SCORE_NAMES, STAT_NAMES
+from lightning_gan_monitor.names import NUM_STATS, RANK_NAMES, RANK_STAT_NAMES, SCORE_NAMES, STAT_NAMES
 
 __all__ = [
     "NUM_STATS",
+    "RANK_NAMES",
+    "RANK_STAT_NAMES",
     "SCORE_NAMES",
     "STAT_NAMES",
     "SUM_NAMES",
@@ -31,6 +35,8 @@ __all__ = [
     "gan_scores_from_stats",
     "generator_score",
     "output_sums",
+    "rank_scores",
+    "rank_sums",
     "real_detection_accuracy",
 ]
 
@@ -104,6 +110,78 @@ def output_sums(
     out_of_range = zeros if from_logits else (p.clamp(0.0, 1.0) != p).float()  # a sigmoid is always in range
     flags = torch.stack((p, finite.float(), (p >= 0.5).float(), out_of_range, ones))
     return torch.mm(matrix, flags.T, out=out)
+
+
+#: The most outputs per part of a batch that :func:`rank_sums` orders (more, as from a PatchGAN's map of outputs, are
+#: subsampled evenly: the order statistics of 4,096 outputs are a close estimate, at a bounded cost).
+RANK_MAX_OUTPUTS = 4096
+
+
+def _padded(parts: Sequence[Tensor], nan: float) -> Tensor:
+    """The parts flattened (at most ``RANK_MAX_OUTPUTS`` values each) as rows of one tensor, padded with NaN."""
+    rows = []
+    for x in parts:
+        flat = x.detach().reshape(-1)
+        step = -(-flat.numel() // RANK_MAX_OUTPUTS)
+        rows.append((flat[::step] if step > 1 else flat).float())
+    rows.append(rows[0].new_full((1,), nan))  # at least one column, even when every part is empty
+    return pad_sequence(rows, batch_first=True, padding_value=nan)[:-1]
+
+
+def rank_sums(d_real: Sequence[Tensor], d_fake: Sequence[Tensor]) -> Tensor:
+    """Per batch, the sums of ``RANK_STAT_NAMES``, which need no threshold on D's outputs: a (k, 6) tensor.
+
+    Batch i pairs ``d_real[i]`` with ``d_fake[i]`` (any shapes, flattened; NaN and infinite values are left out):
+    the (real, generated) pairs of the batch, those D orders correctly (the real one scored higher; a tie counts
+    half), the generated outputs below the median real output, the real outputs above the median generated one, and
+    the sums of the raw outputs (for the gap).
+    A part of more than ``RANK_MAX_OUTPUTS`` values (a PatchGAN's map) is subsampled evenly to that many.
+    They hold for any D whose outputs order samples, probabilities, logits (a sigmoid keeps the order) or a critic's
+    scores, and add up over batches and processes. A fixed number of tensor operations for any k (the batches are
+    padded to the longest), never a synchronisation with the device.
+
+    Example:
+        >>> rank_sums([torch.tensor([3.0, 1.0])], [torch.tensor([0.0, 1.0, 5.0])]).tolist()
+        [[6.0, 3.5, 2.0, 1.0, 4.0, 6.0]]
+        >>> rank_sums([torch.tensor([]), torch.tensor([0.5])], [torch.tensor([0.25]), torch.tensor([])]).tolist()
+        [[0.0, 0.0, 0.0, 0.0, 0.0, 0.25], [0.0, 0.0, 0.0, 0.0, 0.5, 0.0]]
+    """
+    nan, inf = float("nan"), float("inf")
+    real, fake = (_padded(parts, nan) for parts in (d_real, d_fake))
+    real_ok, fake_ok = real.isfinite(), fake.isfinite()
+    real, fake = real.where(real_ok, nan), fake.where(fake_ok, nan)
+    ordered_fake = fake.where(fake_ok, inf).sort(dim=1).values  # a left-out value sorts last and is never below
+    probe = real.where(real_ok, -inf).contiguous()
+    below = torch.searchsorted(ordered_fake, probe, side="left") + torch.searchsorted(ordered_fake, probe, side="right")
+    real_n, fake_n = real_ok.sum(1), fake_ok.sum(1)
+    sums = (
+        real_n * fake_n,
+        (below * real_ok).sum(1) / 2,
+        (fake < real.nanquantile(0.5, dim=1, keepdim=True)).sum(1),  # NaN compares False
+        (real > fake.nanquantile(0.5, dim=1, keepdim=True)).sum(1),
+        real.nansum(1),
+        fake.nansum(1),
+    )
+    return torch.stack([x.float() for x in sums], dim=1)
+
+
+def rank_scores(ranks: Sequence[float], real_count: float, fake_count: float) -> list[float]:
+    """The values of ``RANK_NAMES`` from summed :func:`rank_sums` and the counts of finite outputs (host floats).
+
+    The AUC (pairs ordered correctly), the fake- and real-detection accuracies at the median output of the other
+    side, and the gap between the mean raw outputs; NaN where a count is 0.
+
+    Example:
+        >>> rank_scores([6.0, 3.5, 2.0, 1.0, 4.0, 6.0], real_count=2, fake_count=3)
+        [0.5833333333333334, 0.6666666666666666, 0.5, 0.0]
+    """
+    pairs, ordered, fake_below, real_above, real_sum, fake_sum = ranks
+    return [
+        ordered / pairs if pairs else math.nan,
+        fake_below / fake_count if fake_count else math.nan,
+        real_above / real_count if real_count else math.nan,
+        real_sum / real_count - fake_sum / fake_count if real_count and fake_count else math.nan,
+    ]
 
 
 def gan_score_stats_batches(
