@@ -100,6 +100,7 @@ class GANMonitorBase(MonitorArguments):
         self.diagnoses: list[Diagnosis] = []
         self.summary: RunSummary | None = None
         self._batches_seen = 0
+        self._generator_updates: int | None = None  # None: the generator's optimizer steps cannot be counted
         self._check_every = self.check_every_n_batches or DEFAULT_CHECK_EVERY
         self._log_every = self.log_every_n_batches or 0
         self._log_stats = [0.0] * (NUM_STATS + len(RANK_STAT_NAMES))  # summed since the last log point (host)
@@ -164,6 +165,8 @@ class GANMonitorBase(MonitorArguments):
         if self.log_every_n_batches is None:
             self._log_every = trainer.log_every_n_steps
         self._sources.setup(pl_module)
+        if self._generator_updates is None and self._sources.has_generator(pl_module):
+            self._generator_updates = 0  # a generator to count the updates of (a resumed run keeps its count)
         if self._sources.probe_problem is None and self._fixed_latent is None and self.image_every_n_epochs:
             # Drawn on the CPU, so the grids show the same latent vectors whatever device trains.
             cpu = torch.Generator().manual_seed(self.seed)
@@ -214,11 +217,25 @@ class GANMonitorBase(MonitorArguments):
             if values is not None:
                 named = {f"gan/{k}": v for k, v in values.items()}
                 self._log_values(trainer, named, trainer.callback_metrics)
-                firing = self._watch.judge(values, seen)
+                firing = self._watch.judge(values, seen, ready=self._generator_ready())
                 firings = [firing] if firing is not None else []
         log = bool(self._log_every) and seen % self._log_every == 0
         if log or firings or seen == 1 or seen % self._check_every == 0:
             self._check(trainer, log=log, firings=firings)
+
+    @override
+    def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: Any) -> None:
+        if self._sources.steps_generator(pl_module, optimizer):
+            self._generator_updates = (self._generator_updates or 0) + 1
+
+    def _generator_ready(self) -> bool:
+        """Whether G has had the updates after which the mode-collapse rule may fire.
+
+        As many as a generator stepped on every batch has had when the rule can first fire (``collapse_patience``
+        diversity checks); with several D steps per G step (a WGAN's ``n_critic``) that comes later.
+        """
+        updates = self._batches_seen if self._generator_updates is None else self._generator_updates
+        return updates >= self.collapse_patience * (self.diversity_every_n_batches or 0)
 
     @override
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -238,7 +255,13 @@ class GANMonitorBase(MonitorArguments):
         thresholds = (self.collapse_diversity_below, self.collapse_near_duplicates_above, self.collapse_coverage_below)
         collapsed = collapsed_batches(series, *thresholds)
         self.summary = summarize(
-            self._batches_seen, regimes, self.scores, self.diagnoses, self.stopping_reason, collapsed_batches=collapsed
+            self._batches_seen,
+            regimes,
+            self.scores,
+            self.diagnoses,
+            self.stopping_reason,
+            collapsed_batches=collapsed,
+            generator_updates=self._generator_updates,
         )
         if trainer.is_global_zero:
             if self.verbose:
@@ -382,6 +405,7 @@ class GANMonitorBase(MonitorArguments):
         return {
             "version": 2,
             "batches_seen": self._batches_seen,
+            "generator_updates": self._generator_updates,
             "since_probe": self._sources._since_probe,
             "tracker": self._tracker.state_dict(),
             "reading": self._reading.state_dict(),
@@ -414,6 +438,7 @@ class GANMonitorBase(MonitorArguments):
             )
         state = from_version_1(state_dict) if "detector" in state_dict else state_dict
         self._batches_seen = state.get("batches_seen", 0)
+        self._generator_updates = state.get("generator_updates")
         self._sources._since_probe = state.get("since_probe", 0)
         skipped = self._tracker.load_state_dict(state.get("tracker", {}))
         if skipped:

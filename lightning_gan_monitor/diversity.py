@@ -307,11 +307,11 @@ class DiversityWatch:
         self.last = dict(zip(DIVERSITY_NAMES, values))
         return dict(zip((*DIVERSITY_NAMES, *QUALITY_NAMES), values))
 
-    def judge(self, values: dict[str, float], batch: int) -> Firing | None:
-        """Feed the mode-collapse rule the values measured at ``batch``."""
+    def judge(self, values: dict[str, float], batch: int, ready: bool = True) -> Firing | None:
+        """Feed the mode-collapse rule the values measured at ``batch`` (``ready``: G has had enough updates)."""
         if self.tracker is None:
             return None
-        return self.tracker.update([values[name] for name in DIVERSITY_NAMES], batch)
+        return self.tracker.update([values[name] for name in DIVERSITY_NAMES], batch, ready)
 
     def _quality(self, fake: Tensor, real: Tensor) -> list[Tensor]:
         """FID and KID of torchmetrics on the features already extracted (its own extractor is never run)."""

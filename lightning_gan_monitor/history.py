@@ -5,6 +5,7 @@ Plain Python, no torch: what :meth:`GANMonitor.plot` and the report (:mod:`light
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -173,6 +174,8 @@ class RunSummary:
     stopping_reason: StoppingReason = StoppingReason.NOT_STOPPED
     #: True when "collapsed" was measured apart from the score regimes (so it can overlap them).
     collapsed_apart: bool = False
+    #: The generator's optimizer steps, where they could be counted.
+    generator_updates: int | None = None
 
     @property
     def first_failure(self) -> Diagnosis | None:
@@ -205,17 +208,24 @@ class RunSummary:
             for name, n in self.regimes.items()
             if n is not None and not (name == "collapsed" and self.collapsed_apart)
         )
-        lines = [f"GANMonitor summary of {self.batches} training batches:"]
+        updates = self.generator_updates
+        shown = f" ({updates} generator updates)" if updates is not None and updates != self.batches else ""
+        lines = [f"GANMonitor summary of {self.batches} training batches{shown}:"]
         if counted != self.batches:
             lines[0] = lines[0][:-1] + f" (regimes of the {counted} batches the rules have looked at):"
         for name, n in self.regimes.items():
             if n is None:
                 lines.append(f"  {name:<26} not measured")
                 continue
-            share = f"({100 * n / counted:.0f}%)" if counted else ""
-            note = " (measured apart: can overlap the above)" if name == "collapsed" and self.collapsed_apart else ""
+            apart = name == "collapsed" and self.collapsed_apart
+            n = min(n, self.batches) if apart else n
+            total = self.batches if apart else counted  # measured apart: a share of every batch
+            share = f"({100 * n / total:.0f}%)" if total else ""
+            note = " (measured apart: can overlap the above)" if apart else ""
             lines.append(f"  {name:<26}{n:>7} batches {share:>6}{note}")
-        scores = ", ".join(f"{name.replace('_', ' ')} {value:.3f}" for name, value in self.scores.items())
+        scores = ", ".join(
+            f"{name.replace('_', ' ')} {value:.3f}" for name, value in self.scores.items() if not math.isnan(value)
+        )
         lines.append(f"final smoothed scores: {scores}")
         lines.append(f"verdict: {self.verdict}")
         return "\n".join(lines)
@@ -228,6 +238,7 @@ def summarize(
     diagnoses: Sequence[Diagnosis] = (),
     stopping_reason: StoppingReason = StoppingReason.NOT_STOPPED,
     collapsed_batches: int | None = None,
+    generator_updates: int | None = None,
 ) -> RunSummary:
     """The end-of-fit summary (a pure function of what the monitor counted).
 
@@ -239,6 +250,7 @@ def summarize(
         stopping_reason: why training stopped.
         collapsed_batches: batches judged collapsed by a measure outside the score rules (e.g. diversity below
             its threshold); used when ``regimes`` has no count for "collapsed".
+        generator_updates: the generator's optimizer steps, where they could be counted.
 
     Example:
         >>> summary = summarize(100, {"balanced": 100}, {"generator_score": 0.48})
@@ -252,4 +264,4 @@ def summarize(
     apart = counts["collapsed"] is None and collapsed_batches is not None
     if apart:
         counts["collapsed"] = int(collapsed_batches)  # type: ignore[arg-type]
-    return RunSummary(batches, counts, dict(scores), tuple(diagnoses), stopping_reason, apart)
+    return RunSummary(batches, counts, dict(scores), tuple(diagnoses), stopping_reason, apart, generator_updates)

@@ -12,11 +12,14 @@ from torchmetrics.utilities import dim_zero_cat
 from lightning_gan_monitor.functional import (
     DIVERSITY_NAMES,
     NUM_STATS,
+    RANK_NAMES,
+    RANK_STAT_NAMES,
     SCORE_NAMES,
     check_stats,
     diversity_scores,
     gan_score_stats,
     gan_scores_from_stats,
+    rank_sums,
 )
 from lightning_gan_monitor.functional.diversity import _check_factor, _check_k, _features
 
@@ -27,6 +30,7 @@ __all__ = [
     "DiversityRatio",
     "DiversityScores",
     "FakeDetectionAccuracy",
+    "GANRankScores",
     "GANScoreStats",
     "GANScores",
     "GeneratorScore",
@@ -272,6 +276,50 @@ class RealDetectionAccuracy(_FromOutputs):
     def update(self, d_real: Tensor) -> None:  # type: ignore[override]
         """Add one batch of D's outputs on real samples."""
         self._add(d_real, None)
+
+
+class GANRankScores(Metric):
+    """The values that need no threshold on D's outputs (``RANK_NAMES``): for every D, and the scores of a critic.
+
+    The AUC (the share of (real, generated) pairs D orders correctly, a tie counting half), the fake- and
+    real-detection accuracies at the median output of the other side, and the gap mean(D(x)) - mean(D(G(z))) in D's
+    own units, over every batch since the last ``reset``. Pairs are formed within each ``update`` (one batch): the
+    states are sums (:func:`~lightning_gan_monitor.functional.rank_sums`), so under DDP the AUC is exact over the
+    pairs of each process's batch, summed over processes; pairs across processes are not formed.
+
+    Example:
+        >>> import torch
+        >>> metric = GANRankScores()
+        >>> metric.update(torch.tensor([3.0, 1.0]), torch.tensor([0.0, 1.0, 5.0]))
+        >>> {k: round(v.item(), 3) for k, v in metric.compute().items()}
+        {'auc': 0.583, 'fake_detection_at_median': 0.667, 'real_detection_at_median': 0.5, 'gap': 0.0}
+
+    """
+
+    is_differentiable = False
+    higher_is_better = None
+    full_state_update = False
+
+    ranks: Tensor
+    counts: Tensor
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.add_state("ranks", default=torch.zeros(len(RANK_STAT_NAMES)), dist_reduce_fx="sum")
+        self.add_state("counts", default=torch.zeros(2), dist_reduce_fx="sum")  # finite real, finite generated
+
+    def update(self, d_real: Tensor, d_fake: Tensor) -> None:
+        """Add one batch of D's outputs on real and on generated samples."""
+        self.ranks += rank_sums([d_real], [d_fake])[0].to(self.ranks)
+        finite = torch.stack([d_real.isfinite().sum(), d_fake.isfinite().sum()])
+        self.counts += finite.to(self.counts)
+
+    def compute(self) -> dict[str, Tensor]:
+        """The values of ``RANK_NAMES`` over everything accumulated (NaN where a count is 0)."""
+        pairs, ordered, fake_below, real_above, real_sum, fake_sum = self.ranks.unbind()
+        real_n, fake_n = self.counts.unbind()
+        values = (ordered / pairs, fake_below / fake_n, real_above / real_n, real_sum / real_n - fake_sum / fake_n)
+        return dict(zip(RANK_NAMES, values))
 
 
 class DiversityScores(Metric):

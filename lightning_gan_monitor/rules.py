@@ -405,14 +405,18 @@ class CollapseTracker:
         self.held = 0
         self.latched = False
 
-    def update(self, values: Sequence[float], batch: int) -> Firing | None:
-        """Take the diversity values measured at training batch ``batch``; the firing, if the rule fires here."""
+    def update(self, values: Sequence[float], batch: int, ready: bool = True) -> Firing | None:
+        """Take the diversity values measured at training batch ``batch``; the firing, if the rule fires here.
+
+        ``ready=False`` (the generator has not had enough updates yet) counts the check but does not fire: the rule
+        fires at the first ready check at which it has held for its patience.
+        """
         evidence = dict(zip(DIVERSITY_NAMES, values))
         if not self.rule.holds(evidence):
             self.reset()
             return None
         self.held += 1
-        if self.held < self.rule.patience or self.latched:
+        if self.held < self.rule.patience or self.latched or not ready:
             return None
         self.latched = True
         return Firing(self.rule, batch, (self.held - 1) * self.rule.every + 1, evidence)

@@ -222,6 +222,25 @@ class Sources(PicklesGenerators):
         self.conditions: Tensor | None = None  # the latest real batch's conditions (labels), for G(z, y)
         self.first_conditions: Tensor | None = None  # the first batch's: the image grids' (kept in checkpoints)
         self._since_probe = 0
+        self._steps_generator: dict[int, bool] = {}  # per optimizer (by id): whether it steps the generator
+
+    def has_generator(self, pl_module: Any) -> bool:
+        """Whether ``pl_module.<generator_attr>`` is a module (whose updates can be counted)."""
+        return isinstance(getattr(pl_module, self.generator_attr, None), torch.nn.Module)
+
+    def steps_generator(self, pl_module: Any, optimizer: Any) -> bool | None:
+        """Whether ``optimizer`` updates the generator (``pl_module.<generator_attr>``); None if there is none.
+
+        What counts a generator's updates where D takes several steps per G step (a WGAN's ``n_critic``).
+        """
+        known = self._steps_generator.get(id(optimizer))
+        if known is None:
+            if not self.has_generator(pl_module):
+                return None
+            ids = {id(p) for p in getattr(pl_module, self.generator_attr).parameters()}
+            known = any(id(p) in ids for group in optimizer.param_groups for p in group["params"])
+            self._steps_generator[id(optimizer)] = known
+        return known
 
     # ------------------------------------------------------------------ set-up
 
