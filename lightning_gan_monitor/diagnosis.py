@@ -136,6 +136,34 @@ REMEDIES: dict[FailureMode, tuple[str, ...]] = {
     ),
 }
 
+#: What to try when the discriminator is a critic (a Wasserstein or hinge D), where they differ from the above.
+CRITIC_REMEDIES: dict[FailureMode, tuple[str, ...]] = {
+    FailureMode.DISCRIMINATOR_DOMINATES: (
+        "give the generator more capacity (more filters or hidden units) so it can keep up",
+        "raise the generator's learning rate, or take fewer critic steps per generator step (`n_critic`)",
+        "give the critic less capacity, or constrain it more (a larger gradient penalty, spectral normalisation)",
+        "check that the generator's optimizer steps at all (frozen parameters, a learning rate of 0)",
+    ),
+    FailureMode.GENERATOR_DOMINATES: (
+        "check that the critic's optimizer steps at all (frozen parameters, a learning rate of 0)",
+        "take more critic steps per generator step (`n_critic`), or raise the critic's learning rate",
+        "give the critic more capacity (more filters or hidden units)",
+        "lower the generator's learning rate",
+    ),
+}
+
+#: Why a critic's failure matters, where it differs from a probability discriminator's.
+CRITIC_EXPLANATIONS: dict[FailureMode, str] = {
+    FailureMode.DISCRIMINATOR_DOMINATES: (
+        "the critic tells every generated sample from the real ones and the distance it measures is not shrinking: "
+        "the generator is not learning (or too slowly) to close the gap"
+    ),
+    FailureMode.GENERATOR_DOMINATES: (
+        "the critic scores generated samples above real ones, so it no longer gives the generator a useful signal: "
+        "it has stopped learning, or the generator outruns it"
+    ),
+}
+
 _EXPLANATIONS: dict[FailureMode, str] = {
     FailureMode.DISCRIMINATOR_DOMINATES: (
         "the discriminator rejects almost every generated sample, so the generator's gradients vanish and it "
@@ -210,12 +238,15 @@ def format_message(rule: _Described, batch: int, held_for: int, scores: dict[str
         f"{name} after {batch} training batches: for the last {held_for} batches (since batch "
         f"{batch - held_for + 1}) {rule.describe(scores)}."
     )
+    critic = getattr(rule, "critic", False)  # a critic's rules explain and advise in a critic's terms
     if rule.failure is not None:
-        first += f" This means {_EXPLANATIONS[rule.failure]}."
+        explanations = CRITIC_EXPLANATIONS if critic and rule.failure in CRITIC_EXPLANATIONS else _EXPLANATIONS
+        first += f" This means {explanations[rule.failure]}."
     lines = [f"{first} {note}" if note else first]
     if rule.failure is not None:
         lines.append("What to try:")
-        lines += [f"  - {remedy}" for remedy in REMEDIES[rule.failure]]
+        remedies = CRITIC_REMEDIES if critic and rule.failure in CRITIC_REMEDIES else REMEDIES
+        lines += [f"  - {remedy}" for remedy in remedies[rule.failure]]
     return "\n".join(lines)
 
 

@@ -12,7 +12,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lightning_gan_monitor.rules import DiscriminatorDominates, GeneratorDominates, ModeCollapse
+from lightning_gan_monitor.rules import (
+    CriticDominates,
+    CriticFooled,
+    DiscriminatorDominates,
+    GeneratorDominates,
+    ModeCollapse,
+)
 from lightning_gan_monitor.tensorboard import (
     CONFIG_TAG,
     DIAGNOSIS_TAG,
@@ -32,6 +38,8 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "collapse_diversity_below": ModeCollapse.diversity_below,
     "collapse_near_duplicates_above": ModeCollapse.near_duplicates_above,
     "collapse_coverage_below": ModeCollapse.coverage_below,
+    "d_dominates_auc_above": CriticDominates.auc_above,
+    "g_dominates_auc_below": CriticFooled.auc_below,
 }
 
 

@@ -228,7 +228,26 @@ def _draw_markers(ax: Axes, fired: list[tuple[FailureMode | None, int, int]], mo
         )
 
 
+def _draw_critic(ax: Axes, run: RunData) -> None:
+    """A critic's run (no probability scores): its AUC and fake-detection accuracy at the median, with its bands."""
+    above, below = run.setting("d_dominates_auc_above"), run.setting("g_dominates_auc_below")
+    red, orange = _COLORS[FailureMode.DISCRIMINATOR_DOMINATES], _COLORS[FailureMode.GENERATOR_DOMINATES]
+    ax.axhspan(
+        above, 1, color=red, alpha=0.13, lw=0, label=f"critic dominates: AUC > {above:g} (and gap not narrowing)"
+    )
+    ax.axhspan(0, below, color=orange, alpha=0.15, lw=0, label=f"critic fooled: AUC < {below:g}")
+    for tag, color in (("gan/auc", "tab:blue"), ("gan/fake_detection_at_median", "tab:green")):
+        if tag in run.scalars:
+            batches, values = run.scalars[tag]
+            label = tag.removeprefix("gan/").replace("_", " ")
+            ax.plot(batches, values, color=color, lw=1.4, marker="o", ms=2.5, label=label, gid=tag)
+
+
 def _draw_scores(ax: Axes, run: RunData, fired: list[tuple[FailureMode | None, int, int]]) -> None:
+    if "gan/auc" in run.scalars and not any(tag in run.scalars for tag in SCORE_TAGS):
+        _draw_critic(ax, run)
+        _finish_scores(ax, run, fired, "AUC, detection at the median (chance 0.5)")
+        return
     g_below = run.setting("d_dominates_generator_below")
     d_above = run.setting("d_dominates_discriminator_above")
     g_above = run.setting("g_dominates_generator_above")
@@ -236,12 +255,16 @@ def _draw_scores(ax: Axes, run: RunData, fired: list[tuple[FailureMode | None, i
     ax.axhspan(0, g_below, color=red, alpha=0.13, lw=0, label=f"D dominates: generator score < {g_below:g}")
     ax.axhspan(d_above, 1, fc="none", ec=red, alpha=0.5, hatch="///", lw=0, label=f"...and discriminator > {d_above:g}")
     ax.axhspan(g_above, 1, color=orange, alpha=0.15, lw=0, label=f"G dominates: generator score > {g_above:g}")
-    ax.axhline(0.5, color="gray", lw=0.6, ls=":")
     for tag, color in zip(SCORE_TAGS, ("tab:blue", "tab:green")):
         if tag in run.scalars:
             batches, values = run.scalars[tag]
             label = tag.removeprefix("gan/").replace("_", " ")
             ax.plot(batches, values, color=color, lw=1.4, marker="o", ms=2.5, label=label, gid=tag)  # 1 point shows
+    _finish_scores(ax, run, fired, "score (ideal 0.5)")
+
+
+def _finish_scores(ax: Axes, run: RunData, fired: list[tuple[FailureMode | None, int, int]], ylabel: str) -> None:
+    ax.axhline(0.5, color="gray", lw=0.6, ls=":")
     modes = {None, FailureMode.DISCRIMINATOR_DOMINATES, FailureMode.GENERATOR_DOMINATES, FailureMode.NON_FINITE}
     if not any(tag in run.scalars for tag in DIVERSITY_TAGS):  # else mode collapse is marked on its own panel
         modes.add(FailureMode.MODE_COLLAPSE)
@@ -250,11 +273,11 @@ def _draw_scores(ax: Axes, run: RunData, fired: list[tuple[FailureMode | None, i
     ax.set_xlim(left=0)
     ax.set_title(run.name, fontsize=10, fontweight="bold", pad=14)  # room for the labels of the rules that fired
     ax.set_xlabel("training batches", fontsize=8)
-    ax.set_ylabel("score (ideal 0.5)", fontsize=8)
+    ax.set_ylabel(ylabel, fontsize=8)
     ax.tick_params(labelsize=7)
     # below the axes, so it never hides a curve
     ax.legend(fontsize=6.5, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncols=2, frameon=False)
-    if not any(tag in run.scalars for tag in SCORE_TAGS):
+    if not any(tag in run.scalars for tag in (*SCORE_TAGS, "gan/auc")):
         ax.text(0.5, 0.5, "no scores logged", ha="center", va="center", transform=ax.transAxes, color="gray")
 
 

@@ -138,6 +138,7 @@ class CriticDominates(Rule):
 
     auc_above: float = 0.99
     gap_within: float = 0.1
+    critic: ClassVar[bool] = True
     failure: FailureMode | None = field(init=False, default=FailureMode.DISCRIMINATOR_DOMINATES)
     evidence: ClassVar[tuple[str, ...]] = (*RANK_NAMES, "gap_peak")
 
@@ -167,6 +168,7 @@ class CriticFooled(Rule):
     """
 
     auc_below: float = 0.2
+    critic: ClassVar[bool] = True
     failure: FailureMode | None = field(init=False, default=FailureMode.GENERATOR_DOMINATES)
     evidence: ClassVar[tuple[str, ...]] = RANK_NAMES
 

@@ -71,6 +71,11 @@ def score_layout(prefix: str = "gan/") -> dict[str, dict[str, list[Any]]]:
                 "Multiline",
                 [f"{prefix}fake_detection_accuracy", f"{prefix}real_detection_accuracy"],
             ],
+            "Order of D's outputs: AUC, detection at the median (chance 0.5; a critic's scores)": [
+                "Multiline",
+                [f"{prefix}auc", f"{prefix}fake_detection_at_median", f"{prefix}real_detection_at_median"],
+            ],
+            "Gap: mean D(x) - mean D(G(z)) (a Wasserstein critic's distance estimate)": ["Multiline", [f"{prefix}gap"]],
             "Diversity: ratio, near-duplicates, coverage (mode collapse)": [
                 "Multiline",
                 [f"{prefix}diversity", f"{prefix}near_duplicates", f"{prefix}coverage", f"{prefix}density"],

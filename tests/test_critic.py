@@ -17,6 +17,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from lightning_gan_monitor import FailureMode, GANMonitor, GANRankScores
 from lightning_gan_monitor.functional import RANK_NAMES, SCORE_NAMES
+from lightning_gan_monitor.report import plot_run
 
 BATCHES_PER_EPOCH = 28  # all 1,797 digits in batches of 64
 
@@ -56,12 +57,19 @@ def test_critic_healthy_runs_of_more_seeds_raise_no_alarm(tmp_path, loss, seed):
 
 @pytest.mark.parametrize("loss", ["wgan-gp", "hinge"])
 def test_critic_dominating_is_named_and_stopped(tmp_path, loss):
-    monitor, _, _ = fit_critic(tmp_path, loss, batches=1120, freeze_generator=True)
+    monitor, _, logger = fit_critic(tmp_path, loss, batches=1120, freeze_generator=True)
     assert monitor.failure is FailureMode.DISCRIMINATOR_DOMINATES
     diagnosis = monitor.diagnoses[0]
     assert 500 <= diagnosis.batch <= 800 and monitor.stopped_batch is not None
     assert "critic has ordered more than 0.99" in diagnosis.message and "not catching up" in diagnosis.message
     assert diagnosis.scores["auc"] > 0.99
+    assert "the generator is not learning" in diagnosis.message and "`n_critic`" in diagnosis.message
+    assert "label" not in diagnosis.message and "gradients vanish" not in diagnosis.message  # advice for BCE
+    # the report draws a critic's run by its AUC, with the critic's bands and the diagnosis marked
+    figure = plot_run(logger.log_dir)
+    (scores,) = [ax for ax in figure.axes if any(line.get_gid() == "gan/auc" for line in ax.lines)]
+    assert any(line.get_gid() == "diagnosis" for line in scores.lines)
+    assert "critic dominates: AUC > 0.99" in scores.get_legend().get_texts()[0].get_text()
 
 
 @pytest.mark.parametrize("loss", ["wgan-gp", "hinge"])
