@@ -252,8 +252,13 @@ def write_grid(writer: Any, tag: str, grid: Tensor, step: int) -> None:
     writer.flush()
 
 
-#: Where each Lightning package defines its ``TensorBoardLogger``.
-_TENSORBOARD_LOGGER_MODULES = ("pytorch_lightning.loggers.tensorboard", "lightning.pytorch.loggers.tensorboard")
+#: Where each Lightning package defines its ``TensorBoardLogger`` (Fabric's last: the Trainer's subclass it).
+_TENSORBOARD_LOGGER_MODULES = (
+    "pytorch_lightning.loggers.tensorboard",
+    "lightning.pytorch.loggers.tensorboard",
+    "lightning.fabric.loggers.tensorboard",
+    "lightning_fabric.loggers.tensorboard",
+)
 
 
 def writers(loggers: Sequence[Any]) -> tuple[list[Any], str | None]:
