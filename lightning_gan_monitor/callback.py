@@ -23,7 +23,7 @@ from typing_extensions import override
 from lightning_gan_monitor import tensorboard
 from lightning_gan_monitor.accumulate import Accumulator, Reading, values_from
 from lightning_gan_monitor.arguments import DEFAULT_CHECK_EVERY, MonitorArguments
-from lightning_gan_monitor.compat import from_version_1
+from lightning_gan_monitor.checkpoint import MonitorState
 from lightning_gan_monitor.diagnosis import Diagnosis, FailureMode, GANMonitorWarning, StoppingReason, say, turned_off
 from lightning_gan_monitor.diversity import DiversityWatch
 from lightning_gan_monitor.history import RunSummary, ScoreHistory, collapsed_batches, regime_counts, summarize
@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 __all__ = ["GANMonitorBase", "GANMonitorWarning"]
 
 
-class GANMonitorBase(MonitorArguments):
+class GANMonitorBase(MonitorState, MonitorArguments):
     r"""Watch a GAN while it trains: scores, failure diagnoses with remedies, and early stopping.
 
     This is the implementation shared by the callback of each Lightning package; use the one of yours:
@@ -395,76 +395,3 @@ class GANMonitorBase(MonitorArguments):
 
         summary = str(self.summary) if self.summary is not None else None
         return plot_history(self._history, [d.message for d in self.diagnoses], self._config(), summary)
-
-    # ------------------------------------------------------------------ checkpoints
-
-    @override
-    def state_dict(self) -> dict[str, Any]:
-        sources = self._sources.state_dict()
-        collapse = self._watch.tracker if self._watch is not None else None
-        return {
-            "version": 2,
-            "batches_seen": self._batches_seen,
-            "generator_updates": self._generator_updates,
-            "since_probe": self._sources._since_probe,
-            "tracker": self._tracker.state_dict(),
-            "reading": self._reading.state_dict(),
-            "log_stats": list(self._log_stats),
-            "rng_state": sources["rng"],
-            "sample_rng_state": sources["sample_rng"],
-            "fixed_latent": self._fixed_latent,
-            "fixed_conditions": self._sources.first_conditions,
-            "diversity": list(self.diversity.values()),
-            "collapse": collapse.state_dict() if collapse is not None else None,
-            "failure": self.failure.value if self.failure else None,
-            "stopped_batch": self.stopped_batch,
-            "stopping_reason": self.stopping_reason.value,
-            "stopping_reason_message": self.stopping_reason_message,
-            "diagnoses": [d.to_dict() for d in self.diagnoses],
-            "config": self._config(),
-            "history": self._history.state_dict(),
-        }
-
-    @override
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        saved = state_dict.get("config", {})
-        changed = {k: (saved[k], v) for k, v in self._config().items() if k in saved and saved[k] != v}
-        if changed:
-            rank_zero_warn(
-                "GANMonitor is resuming from a checkpoint written with other settings ("
-                + ", ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in changed.items())
-                + "); the counters and smoothed scores carry on under the new settings.",
-                category=GANMonitorWarning,
-            )
-        state = from_version_1(state_dict) if "detector" in state_dict else state_dict
-        self._batches_seen = state.get("batches_seen", 0)
-        self._generator_updates = state.get("generator_updates")
-        self._sources._since_probe = state.get("since_probe", 0)
-        skipped = self._tracker.load_state_dict(state.get("tracker", {}))
-        if skipped:
-            rank_zero_warn(
-                f"GANMonitor could not restore {', '.join(skipped)} from the checkpoint (its rules differ); "
-                "those start afresh.",
-                category=GANMonitorWarning,
-            )
-        saved = [float(v) for v in state.get("log_stats") or self._log_stats]
-        # a checkpoint from before the rank sums holds the statistics alone: the rank sums start afresh
-        self._log_stats = saved + [0.0] * (len(self._log_stats) - len(saved))
-        self._reading.load_state_dict(state.get("reading", {}))
-        self._sources.rng_states = {"rng": state.get("rng_state"), "sample_rng": state.get("sample_rng_state")}
-        if state.get("fixed_latent") is not None:
-            self._fixed_latent = state["fixed_latent"]
-        if state.get("fixed_conditions") is not None:
-            self._sources.first_conditions = state["fixed_conditions"]
-        if self._watch is not None:
-            self._watch.last = dict(zip(DIVERSITY_NAMES, map(float, state.get("diversity", self._watch.last.values()))))
-            if self._watch.tracker is not None and state.get("collapse"):
-                self._watch.tracker.load_state_dict(state["collapse"])
-        failure = state.get("failure")
-        self.failure = FailureMode(failure) if failure else None
-        self.stopped_batch = state.get("stopped_batch")
-        self.stopping_reason = StoppingReason(state.get("stopping_reason", StoppingReason.NOT_STOPPED.value))
-        self.stopping_reason_message = state.get("stopping_reason_message")
-        self.diagnoses = [Diagnosis.from_dict(d) for d in state.get("diagnoses", [])]
-        if "history" in state:
-            self._history.load_state_dict(state["history"])

@@ -12,9 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lightning_gan_monitor.critic import CriticDominates, CriticFooled
 from lightning_gan_monitor.rules import (
-    CriticDominates,
-    CriticFooled,
     DiscriminatorDominates,
     GeneratorDominates,
     ModeCollapse,

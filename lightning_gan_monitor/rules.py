@@ -25,8 +25,6 @@ __all__ = [
     "VALUE_NAMES",
     "CollapseTracker",
     "Converged",
-    "CriticDominates",
-    "CriticFooled",
     "Diagnosis",
     "DiscriminatorDominates",
     "FailureMode",
@@ -113,72 +111,6 @@ class GeneratorDominates(Rule):
         return (
             f"the smoothed generator score has stayed above {self.generator_above:g} (now "
             f"{scores['generator_score']:.3f})"
-        )
-
-
-@dataclass(frozen=True)
-class CriticDominates(Rule):
-    """For a critic (a Wasserstein or hinge D): it separates the real and generated samples, and keeps doing so.
-
-    It orders nearly every (real, generated) pair correctly, and the gap between its mean scores on real and on
-    generated samples stays near the highest it has been (it is not narrowing: the generator is not catching up).
-
-    A critic that separates every pair is normal for a while (a Wasserstein critic's gradients do not vanish, and a
-    healthy critic learns faster than the generator at first), so this rule's ``patience`` is longer than the
-    probability rules' (benchmarks/RESULTS.md: on the healthy WGAN-GP runs the gap peaked 336-446 batches in).
-
-    Example:
-        >>> rule = CriticDominates(patience=500)
-        >>> rule.holds({"auc": 1.0, "gap": 6.9, "gap_peak": 7.0}, False)
-        True
-        >>> rule.holds({"auc": 1.0, "gap": 3.0, "gap_peak": 4.5}, False)  # narrowing: the generator catches up
-        False
-
-    """
-
-    auc_above: float = 0.99
-    gap_within: float = 0.1
-    critic: ClassVar[bool] = True
-    failure: FailureMode | None = field(init=False, default=FailureMode.DISCRIMINATOR_DOMINATES)
-    evidence: ClassVar[tuple[str, ...]] = (*RANK_NAMES, "gap_peak")
-
-    def holds(self, scores: Mapping[str, float], non_finite: bool) -> bool:  # noqa: D102
-        return scores["auc"] > self.auc_above and scores["gap"] >= (1 - self.gap_within) * scores["gap_peak"]
-
-    def describe(self, scores: Mapping[str, float]) -> str:  # noqa: D102
-        return (
-            f"the critic has ordered more than {self.auc_above:g} of the (real, generated) pairs correctly (smoothed "
-            f"AUC now {scores['auc']:.3f}) and the gap between its mean scores on real and generated samples has "
-            f"stayed within {self.gap_within:.0%} of its highest (now {scores['gap']:.3g}, highest "
-            f"{scores['gap_peak']:.3g}): the generator is not catching up"
-        )
-
-
-@dataclass(frozen=True)
-class CriticFooled(Rule):
-    """For a critic: it orders most (real, generated) pairs the wrong way round.
-
-    It scores generated samples above real ones: a critic that learns cannot stay there, so it has stopped learning
-    or the generator outruns it.
-
-    Example:
-        >>> CriticFooled(patience=100).holds({"auc": 0.05}, False)
-        True
-
-    """
-
-    auc_below: float = 0.2
-    critic: ClassVar[bool] = True
-    failure: FailureMode | None = field(init=False, default=FailureMode.GENERATOR_DOMINATES)
-    evidence: ClassVar[tuple[str, ...]] = RANK_NAMES
-
-    def holds(self, scores: Mapping[str, float], non_finite: bool) -> bool:  # noqa: D102
-        return scores["auc"] < self.auc_below
-
-    def describe(self, scores: Mapping[str, float]) -> str:  # noqa: D102
-        return (
-            f"the critic has ordered fewer than {self.auc_below:g} of the (real, generated) pairs correctly (smoothed "
-            f"AUC now {scores['auc']:.3f}): it scores generated samples above real ones"
         )
 
 
