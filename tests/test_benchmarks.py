@@ -9,6 +9,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 import common
+import critics
 import hook_share
 import latency
 import mixture_modes
@@ -142,3 +143,18 @@ def test_benchmarks_mixture_modes_quick_collapsing_generator_fires_and_truth_is_
     assert all(c["diversity"] == 0.0 and c["near_duplicates"] == 1.0 for c in collapsing["checks"])
     rho = mixture_modes.correlations(runs)
     assert set(rho) == {"coverage", "diversity", "near_duplicates", "density"}
+
+
+@pytest.mark.slow
+def test_benchmarks_critics_quick_runs_every_kind_and_healthy_runs_stay_quiet():
+    torch.set_num_threads(1)
+    rows = critics.measure(quick=True)
+    assert [(r["case"].loss, r["case"].name) for r in rows] == [
+        (c.loss, c.name) for c in critics.CASES if c.loss == "wgan-gp" or c.name == "healthy"
+    ]
+    for row in rows:
+        (run,) = row["runs"]
+        if row["case"].name == "healthy":
+            assert run["diagnoses"] == [], row
+    text = critics.report(rows, "a note", "0.0 on 2 cores", "python benchmarks/critics.py --quick")
+    assert text.startswith("## Critics") and "0 of 1 runs with a false alarm" in text
