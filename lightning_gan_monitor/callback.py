@@ -27,7 +27,7 @@ from lightning_gan_monitor.checkpoint import MonitorState
 from lightning_gan_monitor.diagnosis import Diagnosis, FailureMode, GANMonitorWarning, StoppingReason, say, turned_off
 from lightning_gan_monitor.diversity import DiversityWatch
 from lightning_gan_monitor.history import RunSummary, ScoreHistory, collapsed_batches, regime_counts, summarize
-from lightning_gan_monitor.names import DIVERSITY_NAMES, NUM_STATS, RANK_STAT_NAMES
+from lightning_gan_monitor.names import DIVERSITY_NAMES, NUM_STATS, RANK_NAMES, RANK_STAT_NAMES, SCORE_NAMES
 from lightning_gan_monitor.rules import VALUE_NAMES, Firing, ScoreTracker, decide
 from lightning_gan_monitor.sources import Sources, real_samples
 
@@ -87,7 +87,8 @@ class GANMonitorBase(MonitorState, MonitorArguments):
         self._tracker = ScoreTracker(self._rules(), self.smoothing)
         self._sources = Sources.of(self)
         self._watch = DiversityWatch.of(self) if self.diversity_every_n_batches is not None else None
-        self._accumulator = Accumulator(self.check_every_n_batches or DEFAULT_CHECK_EVERY)
+        self._ranked = self._output() == "critic" or self.rank_values  # sum the values of RANK_NAMES too
+        self._accumulator = Accumulator(self.check_every_n_batches or DEFAULT_CHECK_EVERY, ranks=self._ranked)
         self._reset_run_state()
 
     # ------------------------------------------------------------------ configuration and state
@@ -132,8 +133,14 @@ class GANMonitorBase(MonitorState, MonitorArguments):
 
     @property
     def scores(self) -> dict[str, float]:
-        """The latest smoothed scores (what the rules look at), as floats; NaN before the first observation."""
-        return self._tracker.scores
+        """The latest smoothed scores (what the rules look at), as floats; NaN before the first observation.
+
+        The four probability scores (not for a critic), and the values of ``RANK_NAMES`` for a critic or with
+        ``rank_values=True``.
+        """
+        names = (() if self._output() == "critic" else SCORE_NAMES) + (RANK_NAMES if self._ranked else ())
+        smoothed = self._tracker.scores
+        return {name: smoothed[name] for name in names}
 
     @property
     def diversity(self) -> dict[str, float]:
@@ -286,13 +293,17 @@ class GANMonitorBase(MonitorState, MonitorArguments):
         logits = bool(window) and self._reading.choose(window.outside, first, self._batches_seen)
         batches = window.batches(logits)
         critic = self._reading.critic
-        observed = [(values_from(b.stats, b.ranks, critic) if b.observed else None, b.non_finite) for b in batches]
+        ranked = self._ranked
+        observed = [
+            (values_from(b.stats, b.ranks if ranked else None, critic) if b.observed else None, b.non_finite)
+            for b in batches
+        ]
         fired = [*self._tracker.update(observed), *(firings or [])]
         for b in batches:
             self._log_stats = [total + value for total, value in zip(self._log_stats, [*b.stats, *b.ranks])]
         if log:
             sums, self._log_stats = self._log_stats, [0.0] * len(self._log_stats)
-            logged = values_from(sums[:NUM_STATS], sums[NUM_STATS:], critic)
+            logged = values_from(sums[:NUM_STATS], sums[NUM_STATS:] if ranked else None, critic)
             self._log_values(trainer, dict(zip((f"gan/{name}" for name in VALUE_NAMES), logged)), metrics)
         stopping, diagnoses = decide(fired, self.on_failure, self._batches_seen, self._check_every, training_over)
         for diagnosis in diagnoses:

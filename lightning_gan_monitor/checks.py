@@ -74,6 +74,8 @@ def check_arguments(arguments: Mapping[str, Any]) -> None:
     if not isinstance(a.from_logits, bool) and a.from_logits != "auto":
         raise ValueError(f"`from_logits` must be True, False or 'auto', got {a.from_logits!r}")
     _choice("output", a.output, OUTPUTS)
+    if not isinstance(a.rank_values, bool):
+        raise ValueError(f"`rank_values` must be True or False, got {a.rank_values!r}")
     resolve_output(a.output, a.from_logits)
     _choice("on_failure", a.on_failure, ("stop", "warn"))
     _choice("source", a.source, ("auto", "outputs", "probe"))

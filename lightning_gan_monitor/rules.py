@@ -144,6 +144,7 @@ class Converged(Rule):
     """
 
     tolerance: float = 0.05
+    evidence: ClassVar[tuple[str, ...]] = VALUE_NAMES
     #: The value that sits at 0.5 at chance: the fake-detection accuracy, or for a critic the AUC.
     key: str = "fake_detection_accuracy"
 
@@ -289,7 +290,8 @@ class ScoreTracker:
                     self.held[i] += gap
                     if self.held[i] >= rule.patience and not self.latched[i]:
                         self.latched[i] = True
-                        firings.append(Firing(rule, self.batches, self.held[i], smoothed))
+                        evidence = {k: smoothed[k] for k in rule.evidence if not math.isnan(smoothed.get(k, math.nan))}
+                        firings.append(Firing(rule, self.batches, self.held[i], evidence))
             else:
                 self.gap += 1
             regime = next((i for i, r in enumerate(self.rules) if self.holding[i] and r.failure), len(self.rules))

@@ -120,3 +120,19 @@ def test_rank_scores_metric_pairs_within_each_batch():
     values = metric.compute()
     assert values["auc"].item() == pytest.approx((3.5 + 1) / (6 + 1))
     assert values["gap"].item() == pytest.approx(2.0 - 7.0 / 4)
+
+
+def test_rank_values_of_a_bce_discriminator_are_logged_beside_its_scores(tmp_path):
+    from conftest import fit_digits
+
+    recorder, monitor = RecordOutputs(), GANMonitor(rank_values=True, log_every_n_batches=10)
+    _, trainer = fit_digits(tmp_path, [recorder, monitor], epochs=4)  # 20 batches, logits
+    metric = GANRankScores()
+    for d_real, d_fake in recorder.batches[10:20]:
+        metric.update(d_real, d_fake)
+    for name in (*SCORE_NAMES, *RANK_NAMES):
+        assert f"gan/{name}" in trainer.callback_metrics, name
+    for name, value in metric.compute().items():
+        assert trainer.callback_metrics[f"gan/{name}"].item() == pytest.approx(value.item(), rel=1e-5, abs=1e-5)
+    assert set(monitor.scores) == {*SCORE_NAMES, *RANK_NAMES}
+    assert set(GANMonitor().scores) == set(SCORE_NAMES)  # off by default for a D that is not a critic

@@ -86,10 +86,6 @@ def test_packages_probing_never_changes_training(tmp_path, package):
         "gan/discriminator_score",
         "gan/fake_detection_accuracy",
         "gan/real_detection_accuracy",
-        "gan/auc",
-        "gan/fake_detection_at_median",
-        "gan/real_detection_at_median",
-        "gan/gap",
     }
     for key in plain:
         assert torch.equal(plain[key], probed[key]), key

@@ -12,10 +12,10 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
-from torch.nn.utils.rnn import pad_sequence
 
 from lightning_gan_monitor.names import NUM_STATS, RANK_NAMES, RANK_STAT_NAMES, SCORE_NAMES, STAT_NAMES
 
@@ -37,6 +37,7 @@ __all__ = [
     "output_sums",
     "rank_scores",
     "rank_sums",
+    "rank_sums_flat",
     "real_detection_accuracy",
 ]
 
@@ -117,15 +118,65 @@ def output_sums(
 RANK_MAX_OUTPUTS = 4096
 
 
-def _padded(parts: Sequence[Tensor], nan: float) -> Tensor:
-    """The parts flattened (at most ``RANK_MAX_OUTPUTS`` values each) as rows of one tensor, padded with NaN."""
-    rows = []
-    for x in parts:
-        flat = x.detach().reshape(-1)
-        step = -(-flat.numel() // RANK_MAX_OUTPUTS)
-        rows.append((flat[::step] if step > 1 else flat).float())
-    rows.append(rows[0].new_full((1,), nan))  # at least one column, even when every part is empty
-    return pad_sequence(rows, batch_first=True, padding_value=nan)[:-1]
+@functools.lru_cache(maxsize=32)
+def _layout(sizes: tuple[int, ...], batches: tuple[int, ...], k: int, device: torch.device) -> tuple[Any, ...]:
+    """Where each kept value of concatenated segments goes in a (k, width) table: (take, row, column, width).
+
+    Segment j (``sizes[j]`` values) belongs to batch ``batches[j]``; a batch's segments fill its row left to right.
+    A segment of more than ``RANK_MAX_OUTPUTS`` values keeps an even subsample of them (``take``: None if all are
+    kept).
+    """
+    take: list[int] = []
+    row: list[int] = []
+    column: list[int] = []
+    filled, start = [0] * k, 0
+    for n, b in zip(sizes, batches):
+        kept = list(range(start, start + n, -(-n // RANK_MAX_OUTPUTS) if n else 1))
+        take += kept
+        row += [b] * len(kept)
+        column += range(filled[b], filled[b] + len(kept))
+        filled[b] += len(kept)
+        start += n
+    as_tensor = functools.partial(torch.tensor, dtype=torch.long, device=device)
+    return (as_tensor(take) if len(take) < start else None), as_tensor(row), as_tensor(column), max(*filled, 1)
+
+
+def _table(flat: Tensor, sizes: Sequence[int], batches: Sequence[int], k: int) -> Tensor:
+    """The values of concatenated segments as a (k, width) float table, a batch a row, padded with +inf."""
+    take, row, column, width = _layout(tuple(sizes), tuple(batches), k, flat.device)
+    values = (flat if take is None else flat.index_select(0, take)).float()
+    table = values.new_full((k, width), float("inf"))
+    return table.index_put_((row, column), values.where(values.isfinite(), float("inf")))
+
+
+def _median(ordered: Tensor, n: Tensor) -> Tensor:
+    """Per row, the median of the first ``n`` values of an ordered (k, width) table (inf where ``n`` is 0)."""
+    low, high = ((n - 1).clamp(min=0) // 2).unsqueeze(1), (n // 2).clamp(max=ordered.shape[1] - 1).unsqueeze(1)
+    return ((ordered.gather(1, low) + ordered.gather(1, high)) / 2).where(n.unsqueeze(1) > 0, float("inf"))
+
+
+def rank_sums_flat(
+    real: Tensor, real_sizes: Sequence[int], fake: Tensor, fake_sizes: Sequence[int], batches: Sequence[Sequence[int]]
+) -> Tensor:
+    """:func:`rank_sums` of batches whose outputs come concatenated: a (k, 6) tensor.
+
+    ``real`` is segments of ``real_sizes`` values, the j-th belonging to batch ``batches[0][j]``; ``fake`` likewise,
+    with ``batches[1]``. How the monitor calls it at a check, on the outputs it has already concatenated: about
+    twenty tensor operations whatever the number of batches (the layout of the table is cached per set of sizes).
+    """
+    k = max((b + 1 for part in batches for b in part), default=0)
+    real_table, fake_table = _table(real, real_sizes, batches[0], k), _table(fake, fake_sizes, batches[1], k)
+    real_sorted, fake_sorted = real_table.sort(dim=1).values, fake_table.sort(dim=1).values  # left-out values last
+    real_n, fake_n = real_table.isfinite().sum(1), fake_table.isfinite().sum(1)
+    # per real value: the generated values below it, plus those equal to it (a tie counts half: each twice, / 2)
+    below = torch.searchsorted(fake_sorted, real_sorted, side="left")
+    below = (below + torch.searchsorted(fake_sorted, real_sorted, side="right")).where(real_sorted.isfinite(), 0)
+    real_median, fake_median = _median(real_sorted, real_n), _median(fake_sorted, fake_n)
+    fake_below = torch.searchsorted(fake_sorted, real_median, side="left").squeeze(1)
+    real_above = real_n - torch.searchsorted(real_sorted, fake_median, side="right").squeeze(1).clamp(max=real_n)
+    finite_sums = [t.where(t.isfinite(), 0.0).sum(1) for t in (real_table, fake_table)]
+    counts = (real_n * fake_n, below.sum(1) / 2, fake_below.where(real_n > 0, 0), real_above.where(fake_n > 0, 0))
+    return torch.stack([*(x.float() for x in counts), *finite_sums], dim=1)
 
 
 def rank_sums(d_real: Sequence[Tensor], d_fake: Sequence[Tensor]) -> Tensor:
@@ -146,23 +197,14 @@ def rank_sums(d_real: Sequence[Tensor], d_fake: Sequence[Tensor]) -> Tensor:
         >>> rank_sums([torch.tensor([]), torch.tensor([0.5])], [torch.tensor([0.25]), torch.tensor([])]).tolist()
         [[0.0, 0.0, 0.0, 0.0, 0.0, 0.25], [0.0, 0.0, 0.0, 0.0, 0.5, 0.0]]
     """
-    nan, inf = float("nan"), float("inf")
-    real, fake = (_padded(parts, nan) for parts in (d_real, d_fake))
-    real_ok, fake_ok = real.isfinite(), fake.isfinite()
-    real, fake = real.where(real_ok, nan), fake.where(fake_ok, nan)
-    ordered_fake = fake.where(fake_ok, inf).sort(dim=1).values  # a left-out value sorts last and is never below
-    probe = real.where(real_ok, -inf).contiguous()
-    below = torch.searchsorted(ordered_fake, probe, side="left") + torch.searchsorted(ordered_fake, probe, side="right")
-    real_n, fake_n = real_ok.sum(1), fake_ok.sum(1)
-    sums = (
-        real_n * fake_n,
-        (below * real_ok).sum(1) / 2,
-        (fake < real.nanquantile(0.5, dim=1, keepdim=True)).sum(1),  # NaN compares False
-        (real > fake.nanquantile(0.5, dim=1, keepdim=True)).sum(1),
-        real.nansum(1),
-        fake.nansum(1),
+    if len(d_real) != len(d_fake):
+        raise ValueError(f"`d_real` and `d_fake` must list the same batches, got {len(d_real)} and {len(d_fake)}")
+    real = [x.detach().reshape(-1) for x in d_real]
+    fake = [x.detach().reshape(-1) for x in d_fake]
+    batches = list(range(len(real)))
+    return rank_sums_flat(
+        torch.cat(real), [x.numel() for x in real], torch.cat(fake), [x.numel() for x in fake], (batches, batches)
     )
-    return torch.stack([x.float() for x in sums], dim=1)
 
 
 def rank_scores(ranks: Sequence[float], real_count: float, fake_count: float) -> list[float]:
