@@ -89,9 +89,10 @@ class Reporter(pl.Callback):
         monitor = _monitor(trainer)
         if monitor._batches_seen == 1:  # the monitor (before this callback) has just checked, on every rank
             d_real, d_fake = pl_module.recorded[0]
+            own = gan_score_stats(d_real, d_fake, from_logits=True).tolist()
             self.first_check = {
-                "running": list(monitor._log_stats),
-                "own": gan_score_stats(d_real, d_fake, from_logits=True).tolist(),
+                "running": list(monitor._log_stats[: len(own)]),  # the statistics (the rank sums follow, zero here)
+                "own": own,
                 "detector_batches": monitor._tracker.batches,
             }
 
