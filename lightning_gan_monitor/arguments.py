@@ -41,6 +41,7 @@ _CONFIG_KEYS = (
     *("convergence_tolerance", "convergence_patience", "diversity_every_n_batches", "diversity_samples"),
     *("real_reservoir_size", "nearest_k", "near_duplicate_factor", "collapse_diversity_below"),
     *("collapse_near_duplicates_above", "collapse_coverage_below", "collapse_patience"),
+    *("collapse_at_once_diversity_below", "collapse_at_once_near_duplicates_above"),
 )
 
 
@@ -94,6 +95,8 @@ class MonitorArguments:
         collapse_near_duplicates_above: float | None = DEFAULT_COLLAPSE_NEAR_DUPLICATES_ABOVE,
         collapse_coverage_below: float | None = None,
         collapse_patience: int = DEFAULT_COLLAPSE_PATIENCE,
+        collapse_at_once_diversity_below: float | None = None,
+        collapse_at_once_near_duplicates_above: float | None = None,
         image_every_n_epochs: int | None = 10,
         image_shape: list[int] | None = None,
         num_image_samples: int = 64,
@@ -174,7 +177,13 @@ class MonitorArguments:
             collapse_diversity_below: mode collapse when the diversity ratio is below this (None: not used)...
             collapse_near_duplicates_above: ...or the near-duplicate rate above this (None: not used)...
             collapse_coverage_below: ...or the coverage below this (None, the default: not used)...
-            collapse_patience: ...at this many consecutive diversity checks.
+            collapse_patience: ...at this many consecutive diversity checks, once the generator has had
+                ``collapse_patience`` x ``diversity_every_n_batches`` updates.
+            collapse_at_once_diversity_below: evidence beyond every healthy run fires at one diversity check (after
+                ``diversity_every_n_batches`` generator updates), and a dominance that fires while a check shows it
+                is diagnosed as mode collapse first: the diversity ratio below this (e.g. 0.1)...
+            collapse_at_once_near_duplicates_above: ...and the near-duplicate rate above this (e.g. 0.95). None (the
+                default, until calibrated on more GANs): never at once, and a dominance keeps its name.
             image_every_n_epochs: log a grid of ``G(z)`` for a fixed latent batch to TensorBoard as ``gan/samples``
                 every this many epochs (and real samples once as ``gan/real_samples``); None turns the grids off.
             image_shape: shape of one sample as an image, ``[C, H, W]`` or ``[H, W]``, for flat samples (e.g.
@@ -236,6 +245,8 @@ class MonitorArguments:
         self.collapse_near_duplicates_above = collapse_near_duplicates_above
         self.collapse_coverage_below = collapse_coverage_below
         self.collapse_patience = collapse_patience
+        self.collapse_at_once_diversity_below = collapse_at_once_diversity_below
+        self.collapse_at_once_near_duplicates_above = collapse_at_once_near_duplicates_above
         self.image_every_n_epochs = image_every_n_epochs
         self.image_shape = list(image_shape) if image_shape is not None else None
         self.num_image_samples = num_image_samples

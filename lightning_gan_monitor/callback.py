@@ -224,7 +224,7 @@ class GANMonitorBase(MonitorState, MonitorArguments):
             if values is not None:
                 named = {f"gan/{k}": v for k, v in values.items()}
                 self._log_values(trainer, named, trainer.callback_metrics)
-                firing = self._watch.judge(values, seen, ready=self._generator_ready())
+                firing = self._watch.judge(values, seen, updates=self._generator_updates)
                 firings = [firing] if firing is not None else []
         log = bool(self._log_every) and seen % self._log_every == 0
         if log or firings or seen == 1 or seen % self._check_every == 0:
@@ -234,15 +234,6 @@ class GANMonitorBase(MonitorState, MonitorArguments):
     def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: Any) -> None:
         if self._sources.steps_generator(pl_module, optimizer):
             self._generator_updates = (self._generator_updates or 0) + 1
-
-    def _generator_ready(self) -> bool:
-        """Whether G has had the updates after which the mode-collapse rule may fire.
-
-        As many as a generator stepped on every batch has had when the rule can first fire (``collapse_patience``
-        diversity checks); with several D steps per G step (a WGAN's ``n_critic``) that comes later.
-        """
-        updates = self._batches_seen if self._generator_updates is None else self._generator_updates
-        return updates >= self.collapse_patience * (self.diversity_every_n_batches or 0)
 
     @override
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -305,7 +296,10 @@ class GANMonitorBase(MonitorState, MonitorArguments):
             sums, self._log_stats = self._log_stats, [0.0] * len(self._log_stats)
             logged = values_from(sums[:NUM_STATS], sums[NUM_STATS:] if ranked else None, critic)
             self._log_values(trainer, dict(zip((f"gan/{name}" for name in VALUE_NAMES), logged)), metrics)
-        stopping, diagnoses = decide(fired, self.on_failure, self._batches_seen, self._check_every, training_over)
+        collapse = self._watch.collapsed if self._watch is not None else None  # cause first, when it shows
+        stopping, diagnoses = decide(
+            fired, self.on_failure, self._batches_seen, self._check_every, training_over, collapse=collapse
+        )
         for diagnosis in diagnoses:
             self._report(trainer, diagnosis, stops=diagnosis is stopping)
         trainer.should_stop = trainer.should_stop or stopping is not None

@@ -172,6 +172,8 @@ def check_arguments(arguments: Mapping[str, Any]) -> None:
     _number("collapse_near_duplicates_above", a.collapse_near_duplicates_above, 0.0, 1.0)
     _number("collapse_coverage_below", a.collapse_coverage_below, 0.0, 1.0)
     _positive_int("collapse_patience", a.collapse_patience)
+    _number("collapse_at_once_diversity_below", a.collapse_at_once_diversity_below, 0.0)
+    _number("collapse_at_once_near_duplicates_above", a.collapse_at_once_near_duplicates_above, 0.0, 1.0)
     _positive_int("image_every_n_epochs", a.image_every_n_epochs, allow_none=True)
     if a.image_shape is not None and (
         not isinstance(a.image_shape, Sequence)

@@ -234,24 +234,34 @@ def format_message(rule: _Described, batch: int, held_for: int, scores: dict[str
 
     """
     name = "Converged" if rule.failure is None else title(rule.failure)
+    batches = f"{held_for} batches" if held_for != 1 else "1 batch"
     first = (
-        f"{name} after {batch} training batches: for the last {held_for} batches (since batch "
-        f"{batch - held_for + 1}) {rule.describe(scores)}."
+        f"{name} after {batch} training batches: for the last {batches} (since batch {batch - held_for + 1}) "
+        f"{rule.describe(scores)}."
     )
     critic = getattr(rule, "critic", False)  # a critic's rules explain and advise in a critic's terms
     if rule.failure is not None:
         explanations = CRITIC_EXPLANATIONS if critic and rule.failure in CRITIC_EXPLANATIONS else _EXPLANATIONS
-        first += f" This means {explanations[rule.failure]}."
+        first += f" This means {getattr(rule, 'explanation', None) or explanations[rule.failure]}."
     lines = [f"{first} {note}" if note else first]
     if rule.failure is not None:
         lines.append("What to try:")
-        remedies = CRITIC_REMEDIES if critic and rule.failure in CRITIC_REMEDIES else REMEDIES
-        lines += [f"  - {remedy}" for remedy in remedies[rule.failure]]
+        lines += [f"  - {remedy}" for remedy in getattr(rule, "remedies", None) or remedies_for(rule.failure, critic)]
     return "\n".join(lines)
 
 
+def remedies_for(failure: FailureMode, critic: bool = False) -> tuple[str, ...]:
+    """What to try for ``failure``, most effective first (a critic's where they differ).
+
+    Example:
+        >>> remedies_for(FailureMode.NON_FINITE)[0]
+        'lower the learning rates (or warm them up)'
+    """
+    return (CRITIC_REMEDIES if critic and failure in CRITIC_REMEDIES else REMEDIES)[failure]
+
+
 _FIRST_LINE = re.compile(
-    r"^(?P<title>[A-Z][a-z ]*?) after (?P<batch>\d+) training batches: for the last (?P<held>\d+) batches"
+    r"^(?P<title>[A-Z][a-z ]*?) after (?P<batch>\d+) training batches: for the last (?P<held>\d+) batch(es)?"
 )
 
 

@@ -168,7 +168,8 @@ class DiversityWatch:
         every = a.diversity_every_n_batches
         collapse = None
         if any(t is not None for t in thresholds):
-            collapse = ModeCollapse(a.collapse_patience, *thresholds, every=every)
+            at_once = (a.collapse_at_once_diversity_below, a.collapse_at_once_near_duplicates_above)
+            collapse = ModeCollapse(a.collapse_patience, *thresholds, every, *at_once)
         samples = (a.diversity_samples, a.real_reservoir_size, a.nearest_k, a.near_duplicate_factor)
         names = (a.real_key, a.fake_key, a.generator_attr, a.verbose)
         return cls(every, *samples, a.feature_extractor, collapse, a.seed, *names)
@@ -308,11 +309,25 @@ class DiversityWatch:
         self.last = dict(zip(DIVERSITY_NAMES, values))
         return dict(zip((*DIVERSITY_NAMES, *QUALITY_NAMES), values))
 
-    def judge(self, values: dict[str, float], batch: int, ready: bool = True) -> Firing | None:
-        """Feed the mode-collapse rule the values measured at ``batch`` (``ready``: G has had enough updates)."""
+    def judge(self, values: dict[str, float], batch: int, updates: int | None = None) -> Firing | None:
+        """Feed the mode-collapse rule the values measured at ``batch`` (``updates``: the generator's so far)."""
         if self.tracker is None:
             return None
-        return self.tracker.update([values[name] for name in DIVERSITY_NAMES], batch, ready)
+        return self.tracker.update([values[name] for name in DIVERSITY_NAMES], batch, updates)
+
+    @property
+    def collapsed(self) -> dict[str, float] | None:
+        """The latest diversity values if they showed an unambiguous collapse (the rule's "at once"), else None.
+
+        Only then is a dominance diagnosed as mode collapse first: a generator that does not learn (the dominance's
+        own cause) also looks collapsed, with values short of those.
+        """
+        tracker = self.tracker
+        return (
+            dict(self.last)
+            if tracker is not None and tracker.held > 0 and tracker.rule.unambiguous(self.last)
+            else None
+        )
 
     def _quality(self, fake: Tensor, real: Tensor) -> list[Tensor]:
         """FID and KID of torchmetrics on the features already extracted (its own extractor is never run)."""

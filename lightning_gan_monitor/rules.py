@@ -15,7 +15,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, NamedTuple
 
-from lightning_gan_monitor.diagnosis import Diagnosis, FailureMode, StoppingReason, format_message, stop_note
+from lightning_gan_monitor.diagnosis import (
+    Diagnosis,
+    FailureMode,
+    StoppingReason,
+    format_message,
+    remedies_for,
+    stop_note,
+    title,
+)
 from lightning_gan_monitor.names import DIVERSITY_NAMES, RANK_NAMES, SCORE_NAMES
 
 #: The values the score rules see, smoothed: the four probability scores, then the rank values (``RANK_NAMES``).
@@ -23,6 +31,7 @@ VALUE_NAMES: tuple[str, ...] = (*SCORE_NAMES, *RANK_NAMES)
 
 __all__ = [
     "VALUE_NAMES",
+    "CollapseFirst",
     "CollapseTracker",
     "Converged",
     "Diagnosis",
@@ -179,8 +188,26 @@ class ModeCollapse(Rule):
     near_duplicates_above: float | None = 0.5
     coverage_below: float | None = None
     every: int = 1
+    #: Evidence beyond every healthy run of the calibration fires at one check: the diversity ratio below this...
+    at_once_diversity_below: float | None = None
+    #: ...and the near-duplicate rate above this (None: never at once).
+    at_once_near_duplicates_above: float | None = None
     failure: FailureMode | None = field(init=False, default=FailureMode.MODE_COLLAPSE)
     evidence: ClassVar[tuple[str, ...]] = DIVERSITY_NAMES
+
+    def unambiguous(self, scores: Mapping[str, float]) -> bool:
+        """Whether one check's values are far beyond any healthy run's (both "at once" thresholds crossed).
+
+        Example:
+            >>> rule = ModeCollapse(3, at_once_diversity_below=0.1, at_once_near_duplicates_above=0.95)
+            >>> rule.unambiguous({"diversity": 0.02, "near_duplicates": 1.0}), rule.unambiguous({"diversity": 0.15,
+            ...     "near_duplicates": 0.99})
+            (True, False)
+        """
+        below, above = self.at_once_diversity_below, self.at_once_near_duplicates_above
+        if below is None or above is None:
+            return False
+        return scores["diversity"] < below and scores["near_duplicates"] > above
 
     def holds(self, scores: Mapping[str, float], non_finite: bool = False) -> bool:  # noqa: D102
         return (
@@ -190,6 +217,13 @@ class ModeCollapse(Rule):
         )
 
     def describe(self, scores: Mapping[str, float]) -> str:  # noqa: D102
+        if scores.get("at_once"):
+            return (
+                f"the diversity ratio was below {self.at_once_diversity_below:g} and the near-duplicate rate above "
+                f"{self.at_once_near_duplicates_above:g} at one diversity check, far beyond any healthy run (now "
+                f"diversity {scores['diversity']:.3f}, near-duplicates {scores['near_duplicates']:.3f}, density "
+                f"{scores['density']:.3f}, coverage {scores['coverage']:.3f})"
+            )
         parts = []
         if self.diversity_below is not None:
             parts.append(f"the diversity ratio has been below {self.diversity_below:g}")
@@ -204,6 +238,58 @@ class ModeCollapse(Rule):
             f"diversity {scores['diversity']:.3f}, near-duplicates {scores['near_duplicates']:.3f}, density "
             f"{scores['density']:.3f}, coverage {scores['coverage']:.3f})"
         )
+
+
+@dataclass(frozen=True)
+class CollapseFirst(Rule):
+    """A dominance rule that fired while the diversity checks showed mode collapse: the collapse is named first.
+
+    A generator that draws one kind of sample is easy for the discriminator to reject (or fools a weak one with
+    it), so the dominance follows from the collapse: the diagnosis is ``MODE_COLLAPSE``, its message names both
+    (the collapse first, with the reason for the order) and lists the collapse's remedies before the dominance's.
+
+    Example:
+        >>> rule = CollapseFirst(100, DiscriminatorDominates(100), (("diversity", 0.02), ("near_duplicates", 1.0)))
+        >>> rule.failure, rule.remedies[0]
+        (<FailureMode.MODE_COLLAPSE: 'mode_collapse'>, 'a larger latent input (more latent dimensions)')
+
+    """
+
+    dominance: Rule | None = None
+    collapse: tuple[tuple[str, float], ...] = ()
+    failure: FailureMode | None = field(init=False, default=FailureMode.MODE_COLLAPSE)
+    evidence: ClassVar[tuple[str, ...]] = (*VALUE_NAMES, *DIVERSITY_NAMES)
+
+    def holds(self, scores: Mapping[str, float], non_finite: bool) -> bool:  # noqa: D102
+        assert self.dominance is not None
+        return self.dominance.holds(scores, non_finite)
+
+    def describe(self, scores: Mapping[str, float]) -> str:  # noqa: D102
+        assert self.dominance is not None and self.dominance.failure is not None
+        c = dict(self.collapse)
+        return (
+            f"the diversity checks have shown mode collapse (diversity {c['diversity']:.3f}, near-duplicates "
+            f"{c['near_duplicates']:.3f}) while the {title(self.dominance.failure).lower()}: "
+            f"{self.dominance.describe(scores)}"
+        )
+
+    @property
+    def explanation(self) -> str:
+        """Why the collapse is named first."""
+        assert self.dominance is not None
+        if self.dominance.failure is FailureMode.GENERATOR_DOMINATES:
+            how = "the generator's dominance goes with it (a generator draws only the one kind of sample it found "
+            how += "the discriminator accepts)"
+        else:
+            how = "the discriminator's dominance follows from it (one kind of sample is easy to reject)"
+        return f"the generator has collapsed, and {how}: the collapse is the cause to treat first, its remedies first"
+
+    @property
+    def remedies(self) -> tuple[str, ...]:
+        """The collapse's remedies, then the dominance's."""
+        assert self.dominance is not None and self.dominance.failure is not None
+        critic = getattr(self.dominance, "critic", False)
+        return remedies_for(FailureMode.MODE_COLLAPSE) + remedies_for(self.dominance.failure, critic)
 
 
 class Firing(NamedTuple):
@@ -341,21 +427,30 @@ class CollapseTracker:
         self.held = 0
         self.latched = False
 
-    def update(self, values: Sequence[float], batch: int, ready: bool = True) -> Firing | None:
+    def update(self, values: Sequence[float], batch: int, updates: int | None = None) -> Firing | None:
         """Take the diversity values measured at training batch ``batch``; the firing, if the rule fires here.
 
-        ``ready=False`` (the generator has not had enough updates yet) counts the check but does not fire: the rule
-        fires at the first ready check at which it has held for its patience.
+        ``updates``: the generator's updates so far (None: as many as batches). The rule fires once its condition
+        has held for ``patience`` checks and the generator has had ``patience x every`` updates (what a generator
+        stepped every batch has had by then); unambiguous values (:meth:`ModeCollapse.unambiguous`) fire at once,
+        after ``every`` updates.
         """
         evidence = dict(zip(DIVERSITY_NAMES, values))
         if not self.rule.holds(evidence):
             self.reset()
             return None
         self.held += 1
-        if self.held < self.rule.patience or self.latched or not ready:
+        if self.latched:
             return None
-        self.latched = True
-        return Firing(self.rule, batch, (self.held - 1) * self.rule.every + 1, evidence)
+        updates = batch if updates is None else updates
+        rule = self.rule
+        if self.held >= rule.patience and updates >= rule.patience * rule.every:
+            self.latched = True
+            return Firing(rule, batch, (self.held - 1) * rule.every + 1, evidence)
+        if updates >= rule.every and rule.unambiguous(evidence):
+            self.latched = True
+            return Firing(rule, batch, (self.held - 1) * rule.every + 1, {**evidence, "at_once": 1.0})
+        return None
 
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue exactly."""
@@ -373,6 +468,7 @@ def decide(
     batch: int,
     check_every: int,
     training_over: bool = False,
+    collapse: Mapping[str, float] | None = None,
 ) -> tuple[Diagnosis | None, list[Diagnosis]]:
     """Whether to stop, and the diagnosis of every firing (a pure function: the same numbers give the same answer).
 
@@ -382,6 +478,8 @@ def decide(
         batch: the training batch of this check (where training stops if it does).
         check_every: batches between two checks, for the message.
         training_over: the check at the end of fit: nothing is left to stop.
+        collapse: the latest diversity values, when they met the mode-collapse condition (None: they did not): a
+            dominance rule that fires then is diagnosed as mode collapse first (:class:`CollapseFirst`).
 
     Returns:
         ``(stopping, diagnoses)``: the diagnosis that stops training (the first firing that does), or None to go on;
@@ -398,6 +496,17 @@ def decide(
 
     """
     ordered = sorted(firings, key=lambda f: f.batch)  # stable: rules of one batch keep their priority order
+    if collapse is not None:  # cause first: a collapsed generator is what lets a discriminator dominate
+        dominance = (FailureMode.DISCRIMINATOR_DOMINATES, FailureMode.GENERATOR_DOMINATES)
+        ordered = [
+            f._replace(
+                rule=CollapseFirst(f.rule.patience, f.rule, tuple(collapse.items())),
+                evidence={**f.evidence, **collapse},
+            )
+            if f.rule.failure in dominance
+            else f
+            for f in ordered
+        ]
     stops = [not training_over and (f.rule.failure is None or on_failure == "stop") for f in ordered]
     diagnoses, stopping = [], None
     for firing, stops_here in zip(ordered, stops):

@@ -1,0 +1,68 @@
+"""The cause first: a collapsed generator is named mode collapse, early when the evidence is unambiguous, and before
+the discriminator's dominance that follows from it. Real training runs of the example's digits GAN.
+
+Opt-in until calibrated on more GANs (issue 12): the thresholds are passed here.
+"""
+
+import pytorch_lightning as pl
+from conftest import fit_digits, make_trainer
+from digits_gan import DigitsGAN, load_digits_tensor, make_dataloader
+from template_gan import TemplateGAN, digit_images_loader
+from torch import nn
+
+from lightning_gan_monitor import FailureMode, GANMonitor
+from lightning_gan_monitor.diagnosis import REMEDIES
+
+AT_ONCE = {"collapse_at_once_diversity_below": 0.1, "collapse_at_once_near_duplicates_above": 0.95}
+
+
+class ScaledNoise(nn.Module):
+    """Shrinks the latent vectors: the generator draws a few nearly identical images (ambiguous collapse)."""
+
+    def forward(self, z):
+        return z * 0.05
+
+
+def test_cause_first_noise_ignoring_generator_is_named_collapse_at_the_first_check(tmp_path):
+    monitor = GANMonitor(**AT_ONCE)
+    fit_digits(tmp_path, [monitor], epochs=40, ignore_noise=True)  # 200 batches
+    first = monitor.diagnoses[0]
+    assert first.failure is FailureMode.MODE_COLLAPSE and first.batch == 100 and monitor.stopped_batch == 100
+    assert "at one diversity check, far beyond any healthy run" in first.message
+    assert "for the last 1 batch (since batch 100)" in first.message
+
+
+def test_cause_first_collapse_is_named_within_150_batches_also_when_the_discriminator_dominates(tmp_path):
+    monitor = GANMonitor(on_failure="warn", **AT_ONCE)
+    fit_digits(tmp_path, [monitor], epochs=60, ignore_noise=True, lr_d=2e-3)
+    assert monitor.diagnoses[0].failure is FailureMode.MODE_COLLAPSE and monitor.diagnoses[0].batch <= 150
+    # the discriminator's dominance, which fires later, is named mode collapse first too
+    assert all(d.failure is FailureMode.MODE_COLLAPSE for d in monitor.diagnoses), monitor.diagnoses
+    later = [d for d in monitor.diagnoses if "while the discriminator dominates" in d.message]
+    assert later and "the discriminator's dominance follows from it" in later[0].message
+    remedies = [line.removeprefix("  - ") for line in later[0].message.splitlines() if line.startswith("  - ")]
+    collapse, dominance = REMEDIES[FailureMode.MODE_COLLAPSE], REMEDIES[FailureMode.DISCRIMINATOR_DOMINATES]
+    assert remedies == [*collapse, *dominance]
+
+
+def test_cause_first_dominance_during_an_ambiguous_collapse_keeps_its_name(tmp_path):
+    # A generator that does not learn also looks collapsed (here: diversity about 0.1-0.15, every sample a
+    # near-duplicate), short of the unambiguous values: the dominance, its own cause, keeps its name.
+    monitor = GANMonitor(on_failure="warn", **AT_ONCE)
+    pl.seed_everything(0)
+    model = DigitsGAN(freeze_generator=True, lr_d=2e-3)  # the example's d-dominates scenario...
+    model.generator.insert(0, ScaledNoise())  # ...with a generator that draws a few nearly identical images
+    make_trainer(tmp_path, [monitor], max_epochs=60).fit(model, make_dataloader(load_digits_tensor(3)))
+    first = monitor.diagnoses[0]
+    assert first.failure is FailureMode.DISCRIMINATOR_DOMINATES and first.batch < 200, monitor.diagnoses
+
+
+def test_cause_first_healthy_generators_do_not_fire_at_once(tmp_path):
+    # the digits example and the GAN shaped like Lightning's example (least diverse at its first check: 0.25)
+    monitor = GANMonitor(**AT_ONCE)
+    fit_digits(tmp_path, [monitor], epochs=60)
+    assert monitor.diagnoses == []
+    template = GANMonitor(latent_dim=16, diversity_every_n_batches=50, **AT_ONCE)
+    pl.seed_everything(0)
+    make_trainer(tmp_path, [template], max_epochs=6).fit(TemplateGAN(), digit_images_loader())  # 168 batches
+    assert template.diagnoses == [], template.diagnoses
