@@ -17,11 +17,12 @@ import torch
 from lightning_utilities.core.rank_zero import rank_zero_info
 from torch import Tensor, nn
 
+from lightning_gan_monitor.collapse import CollapseTracker, ModeCollapse
 from lightning_gan_monitor.functional.diversity import RealReference, diversity_against, real_reference
 from lightning_gan_monitor.metrics import DiversityScores
 from lightning_gan_monitor.names import DIVERSITY_NAMES, QUALITY_NAMES
 from lightning_gan_monitor.rng import PicklesGenerators, pack_generators, unpack_generators
-from lightning_gan_monitor.rules import CollapseTracker, Firing, ModeCollapse
+from lightning_gan_monitor.rules import Firing
 from lightning_gan_monitor.sources import real_samples, untouched
 
 __all__ = ["DiversityWatch", "Reservoir", "host_to_device", "pack_generators", "unpack_generators"]

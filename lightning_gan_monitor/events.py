@@ -12,11 +12,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lightning_gan_monitor.collapse import ModeCollapse
 from lightning_gan_monitor.critic import CriticDominates, CriticFooled
 from lightning_gan_monitor.rules import (
     DiscriminatorDominates,
     GeneratorDominates,
-    ModeCollapse,
 )
 from lightning_gan_monitor.tensorboard import (
     CONFIG_TAG,
