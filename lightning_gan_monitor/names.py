@@ -31,8 +31,8 @@ STAT_NAMES: tuple[str, ...] = (
     "out_of_range",  # number of finite probabilities outside [0, 1] (always 0 with ``from_logits=True``)
 )
 NUM_STATS = len(STAT_NAMES)
-#: What needs no fixed threshold on D's outputs, for every D (and the only scores for a critic), logged as
-#: ``gan/<name>``: the share of (real, generated) pairs D orders correctly (the AUC: 0.5 is chance, 1 perfect
+#: What needs no fixed threshold on D's outputs (the only scores of a critic; for another D with ``rank_values``),
+#: logged as ``gan/<name>``: the share of (real, generated) pairs D orders correctly (the AUC: 0.5 is chance, 1 perfect
 #: separation); the share of generated outputs below the median real one, and of real outputs above the median
 #: generated one (0.5 is chance, 1 perfect); and the gap mean(D(x)) - mean(D(G(z))) in D's own units (a Wasserstein
 #: critic's estimate of the distance between the real and the generated distributions).

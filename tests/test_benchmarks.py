@@ -10,6 +10,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 import common
 import critics
+import false_alarms
 import hook_share
 import latency
 import mixture_modes
@@ -158,3 +159,16 @@ def test_benchmarks_critics_quick_runs_every_kind_and_healthy_runs_stay_quiet():
             assert run["diagnoses"] == [], row
     text = critics.report(rows, "a note", "0.0 on 2 cores", "python benchmarks/critics.py --quick")
     assert text.startswith("## Critics") and "0 of 1 runs with a false alarm" in text
+
+
+@pytest.mark.slow
+def test_benchmarks_false_alarms_quick_runs_every_kind_quietly():
+    torch.set_num_threads(1)
+    rows = false_alarms.measure(quick=True)
+    assert [r["kind"].name for r in rows] == [k.name for k in false_alarms.KINDS]
+    for row in rows:
+        (run,) = row["runs"]
+        assert run["diagnoses"] == [] and run["at_once"] == [], row
+        assert 0 <= run["max_near_duplicates"] <= 1
+    text = false_alarms.report(rows, "", "0.0 on 2 cores", "python benchmarks/false_alarms.py --quick")
+    assert "0 of 5 healthy runs had a rule fire" in text

@@ -270,7 +270,7 @@ class RealDetectionAccuracy(_FromOutputs):
 
 
 class GANRankScores(Metric):
-    """The values that need no threshold on D's outputs (``RANK_NAMES``): for every D, and the scores of a critic.
+    """The values that need no threshold on D's outputs (``RANK_NAMES``): for any D, and the scores of a critic.
 
     The AUC (the share of (real, generated) pairs D orders correctly, a tie counting half), the fake- and
     real-detection accuracies at the median output of the other side, and the gap mean(D(x)) - mean(D(G(z))) in D's
