@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import itertools
 import os
 import platform
@@ -31,6 +32,7 @@ __all__ = [
     "make_dataloader",
     "markdown_table",
     "print_table",
+    "provenance",
     "synthetic_images_loader",
     "trainer",
     "write_section",
@@ -54,6 +56,15 @@ def machine() -> str:
         f"{platform.system()} {platform.machine()}, {model}, {os.cpu_count()} cores, torch {torch.__version__} "
         f"({torch.get_num_threads()} threads), pytorch-lightning {pl.__version__}, Python {platform.python_version()}"
     )
+
+
+def provenance(command: str, note: str, load_before: str) -> list[str]:
+    """The lines that open a section of RESULTS.md: when and by what command, the machine and how busy it was."""
+    return [
+        f"Measured {datetime.date.today()} by `{command}`" + (f" ({note})" if note else "") + ".",
+        "",
+        f"Machine: {machine()}. Load average (1 min): {load_before} at the start, {load_average()} at the end.",
+    ]
 
 
 def load_average() -> str:

@@ -15,7 +15,6 @@ critic's unbounded scores look like) show what the probability rules make of a c
 from __future__ import annotations
 
 import argparse
-import datetime
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +22,15 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from common import load_average, load_digits_tensor, machine, make_dataloader, markdown_table, trainer, write_section
+from common import (
+    load_average,
+    load_digits_tensor,
+    make_dataloader,
+    markdown_table,
+    provenance,
+    trainer,
+    write_section,
+)
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
@@ -129,9 +136,7 @@ def report(rows: list[dict[str, Any]], note: str, load_before: str, command: str
         [
             "## Critics: false alarms and detections (WGAN-GP, hinge)",
             "",
-            f"Measured {datetime.date.today()} by `{command}`" + (f" ({note})" if note else "") + ".",
-            "",
-            f"Machine: {machine()}. Load average (1 min): {load_before} at the start, {load_average()} at the end.",
+            *provenance(command, note, load_before),
             "",
             "`tests/critic_gans.py` on all 1,797 digits (28 batches of 64 an epoch); WGAN-GP: gradient penalty 10, "
             "Adam 1e-4 (0.5, 0.9), five critic steps per generator step; hinge: spectral norm in D, Adam 2e-4 "

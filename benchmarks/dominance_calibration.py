@@ -16,7 +16,6 @@ behind the thresholds (`d_dominates_generator_below` 0.1, `d_dominates_discrimin
 from __future__ import annotations
 
 import argparse
-import datetime
 import statistics
 import sys
 from pathlib import Path
@@ -28,9 +27,9 @@ from common import (
     DigitsGAN,
     load_average,
     load_digits_tensor,
-    machine,
     make_dataloader,
     markdown_table,
+    provenance,
     trainer,
     write_section,
 )
@@ -165,11 +164,7 @@ def report(rows: list[dict[str, Any]], note: str, load_before: str) -> str:
         [
             "## Dominance: where induced dominance sits (three GANs)",
             "",
-            f"Measured {datetime.date.today()} by `python benchmarks/dominance_calibration.py`"
-            + (f" ({note})" if note else "")
-            + ".",
-            "",
-            f"Machine: {machine()}. Load average (1 min): {load_before} at the start, {load_average()} at the end.",
+            *provenance("python benchmarks/dominance_calibration.py", note, load_before),
             "",
             f"{BATCHES} batches a run, seeds {', '.join(map(str, SEEDS))} (one value per seed, separated by `;`); the "
             "smoothed scores the rules read (bias-corrected EMA, decay 0.9), after every batch.",

@@ -16,7 +16,6 @@ The critics' healthy runs are in `critics.py`; the induced failures' latencies i
 from __future__ import annotations
 
 import argparse
-import datetime
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,9 +27,9 @@ from common import (
     DigitsGAN,
     load_average,
     load_digits_tensor,
-    machine,
     make_dataloader,
     markdown_table,
+    provenance,
     trainer,
     write_section,
 )
@@ -150,9 +149,7 @@ def report(rows: list[dict[str, Any]], note: str, load_before: str, command: str
         [
             "## False alarms on healthy GANs",
             "",
-            f"Measured {datetime.date.today()} by `{command}`" + (f" ({note})" if note else "") + ".",
-            "",
-            f"Machine: {machine()}. Load average (1 min): {load_before} at the start, {load_average()} at the end.",
+            *provenance(command, note, load_before),
             "",
             f"{alarms} of {total} healthy runs had a rule fire at the monitor's defaults (`on_failure='warn'`: every "
             "firing counted, no run cut short). The diversity values are those of the checks after the generator's "
