@@ -71,7 +71,7 @@ class MonitorArguments:
         smoothing: float = 0.9,
         d_dominates_generator_below: float = 0.1,
         d_dominates_discriminator_above: float = 0.9,
-        g_dominates_generator_above: float = 0.9,
+        g_dominates_generator_above: float = 0.8,
         d_dominates_auc_above: float = 0.99,
         d_dominates_gap_within: float = 0.1,
         critic_patience: int | None = None,
@@ -95,8 +95,8 @@ class MonitorArguments:
         collapse_near_duplicates_above: float | None = DEFAULT_COLLAPSE_NEAR_DUPLICATES_ABOVE,
         collapse_coverage_below: float | None = None,
         collapse_patience: int = DEFAULT_COLLAPSE_PATIENCE,
-        collapse_at_once_diversity_below: float | None = None,
-        collapse_at_once_near_duplicates_above: float | None = None,
+        collapse_at_once_diversity_below: float | None = 0.1,
+        collapse_at_once_near_duplicates_above: float | None = 0.9,
         image_every_n_epochs: int | None = 10,
         image_shape: list[int] | None = None,
         num_image_samples: int = 64,
@@ -179,11 +179,11 @@ class MonitorArguments:
             collapse_coverage_below: ...or the coverage below this (None, the default: not used)...
             collapse_patience: ...at this many consecutive diversity checks, once the generator has had
                 ``collapse_patience`` x ``diversity_every_n_batches`` updates.
-            collapse_at_once_diversity_below: evidence beyond every healthy run fires at one diversity check (after
-                ``diversity_every_n_batches`` generator updates), and a dominance that fires while a check shows it
-                is diagnosed as mode collapse first: the diversity ratio below this (e.g. 0.1)...
-            collapse_at_once_near_duplicates_above: ...and the near-duplicate rate above this (e.g. 0.95). None (the
-                default, until calibrated on more GANs): never at once, and a dominance keeps its name.
+            collapse_at_once_diversity_below: evidence beyond every healthy run of the calibration fires at one
+                diversity check (after ``diversity_every_n_batches`` generator updates), and a dominance that fires
+                while a check shows it is diagnosed as mode collapse first: the diversity ratio below this...
+            collapse_at_once_near_duplicates_above: ...and the near-duplicate rate above this. None for either: never
+                at once, and a dominance keeps its name.
             image_every_n_epochs: log a grid of ``G(z)`` for a fixed latent batch to TensorBoard as ``gan/samples``
                 every this many epochs (and real samples once as ``gan/real_samples``); None turns the grids off.
             image_shape: shape of one sample as an image, ``[C, H, W]`` or ``[H, W]``, for flat samples (e.g.

@@ -297,8 +297,11 @@ class GANMonitorBase(MonitorState, MonitorArguments):
             logged = values_from(sums[:NUM_STATS], sums[NUM_STATS:] if ranked else None, critic)
             self._log_values(trainer, dict(zip((f"gan/{name}" for name in VALUE_NAMES), logged)), metrics)
         collapse = self._watch.collapsed if self._watch is not None else None  # cause first, when it shows
+        holding = self._tracker.holding_now()
+        if self._watch is not None and self._watch.tracker is not None:
+            holding += self._watch.tracker.holding_now()
         stopping, diagnoses = decide(
-            fired, self.on_failure, self._batches_seen, self._check_every, training_over, collapse=collapse
+            fired, self.on_failure, self._batches_seen, self._check_every, training_over, collapse, holding
         )
         for diagnosis in diagnoses:
             self._report(trainer, diagnosis, stops=diagnosis is stopping)

@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 
 from lightning_gan_monitor.diagnosis import FailureMode
 from lightning_gan_monitor.names import DIVERSITY_NAMES
-from lightning_gan_monitor.rules import Firing, Rule
+from lightning_gan_monitor.rules import Firing, Holding, Rule
 
 __all__ = ["CollapseTracker", "ModeCollapse"]
 
@@ -43,8 +43,12 @@ class ModeCollapse(Rule):
     at_once_diversity_below: float | None = None
     #: ...and the near-duplicate rate above this (None: never at once).
     at_once_near_duplicates_above: float | None = None
+    #: The discriminator is a critic (its remedies leave out label flipping).
+    critic: bool = False
     failure: FailureMode | None = field(init=False, default=FailureMode.MODE_COLLAPSE)
     evidence: ClassVar[tuple[str, ...]] = DIVERSITY_NAMES
+    shown: ClassVar[tuple[str, ...]] = ("diversity", "near_duplicates")
+    unit: ClassVar[str] = "diversity check"
 
     def unambiguous(self, scores: Mapping[str, float]) -> bool:
         """Whether one check's values are far beyond any healthy run's (both "at once" thresholds crossed).
@@ -112,6 +116,7 @@ class CollapseTracker:
         """Forget everything seen."""
         self.held = 0
         self.latched = False
+        self.evidence: dict[str, float] = {}
 
     def update(self, values: Sequence[float], batch: int, updates: int | None = None) -> Firing | None:
         """Take the diversity values measured at training batch ``batch``; the firing, if the rule fires here.
@@ -125,6 +130,7 @@ class CollapseTracker:
         if not self.rule.holds(evidence):
             self.reset()
             return None
+        self.evidence = evidence
         self.held += 1
         if self.latched:
             return None
@@ -138,11 +144,16 @@ class CollapseTracker:
             return Firing(rule, batch, (self.held - 1) * rule.every + 1, {**evidence, "at_once": 1.0})
         return None
 
+    def holding_now(self) -> list[Holding]:
+        """The rule, if its condition held at the latest diversity check (fired or not)."""
+        return [Holding(self.rule, self.held, self.evidence)] if self.held else []
+
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue exactly."""
-        return {"held": self.held, "latched": self.latched}
+        return {"held": self.held, "latched": self.latched, "evidence": dict(self.evidence)}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore :meth:`state_dict` (absent entries keep their value)."""
         self.held = int(state.get("held", self.held))
         self.latched = bool(state.get("latched", self.latched))
+        self.evidence = {k: float(v) for k, v in state.get("evidence", self.evidence).items()}

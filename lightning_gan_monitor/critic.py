@@ -43,6 +43,7 @@ class CriticDominates(Rule):
     critic: ClassVar[bool] = True
     failure: FailureMode | None = field(init=False, default=FailureMode.DISCRIMINATOR_DOMINATES)
     evidence: ClassVar[tuple[str, ...]] = (*RANK_NAMES, "gap_peak")
+    shown: ClassVar[tuple[str, ...]] = ("auc", "gap")
 
     def holds(self, scores: Mapping[str, float], non_finite: bool) -> bool:  # noqa: D102
         return scores["auc"] > self.auc_above and scores["gap"] >= (1 - self.gap_within) * scores["gap_peak"]
@@ -73,6 +74,7 @@ class CriticFooled(Rule):
     critic: ClassVar[bool] = True
     failure: FailureMode | None = field(init=False, default=FailureMode.GENERATOR_DOMINATES)
     evidence: ClassVar[tuple[str, ...]] = RANK_NAMES
+    shown: ClassVar[tuple[str, ...]] = ("auc",)
 
     def holds(self, scores: Mapping[str, float], non_finite: bool) -> bool:  # noqa: D102
         return scores["auc"] < self.auc_below

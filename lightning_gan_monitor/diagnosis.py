@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import warnings
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from enum import Enum
 from typing import Any, Protocol
@@ -150,6 +151,12 @@ CRITIC_REMEDIES: dict[FailureMode, tuple[str, ...]] = {
         "give the critic more capacity (more filters or hidden units)",
         "lower the generator's learning rate",
     ),
+    FailureMode.MODE_COLLAPSE: (  # no labels to flip in a critic's loss
+        "a larger latent input (more latent dimensions)",
+        "more generator capacity",
+        "minibatch discrimination or packing (PacGAN)",
+        "unrolled critic updates",
+    ),
 }
 
 #: Why a critic's failure matters, where it differs from a probability discriminator's.
@@ -194,15 +201,19 @@ class Diagnosis:
     scores: dict[str, float]
     #: The human-readable diagnosis, with remedies for a failure.
     message: str
+    #: The other failures whose condition held at the same check (named after this one in ``message``).
+    also: tuple[FailureMode, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values, for checkpoints."""
-        return {**asdict(self), "failure": self.failure.value if self.failure else None}
+        failure = self.failure.value if self.failure else None
+        return {**asdict(self), "failure": failure, "also": [f.value for f in self.also]}
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> Diagnosis:
-        """The inverse of :meth:`to_dict`."""
-        return cls(**{**values, "failure": FailureMode(values["failure"]) if values["failure"] else None})
+        """The inverse of :meth:`to_dict` (a checkpoint saved before ``also`` existed has none)."""
+        failure = FailureMode(values["failure"]) if values["failure"] else None
+        return cls(**{**values, "failure": failure, "also": tuple(FailureMode(f) for f in values.get("also", ()))})
 
     @property
     def onset_batch(self) -> int:
@@ -221,8 +232,17 @@ class _Described(Protocol):
     def describe(self, scores: dict[str, float]) -> str: ...
 
 
-def format_message(rule: _Described, batch: int, held_for: int, scores: dict[str, float], note: str = "") -> str:
+def format_message(
+    rule: _Described,
+    batch: int,
+    held_for: int,
+    scores: dict[str, float],
+    note: str = "",
+    more_remedies: Sequence[str] = (),
+) -> str:
     """The diagnosis text: the verdict, the evidence and, for a failure, the remedies.
+
+    ``more_remedies`` (those of failures named beside it) follow the rule's own; a remedy is said once.
 
     Example:
         >>> from lightning_gan_monitor.rules import GeneratorDominates
@@ -246,7 +266,8 @@ def format_message(rule: _Described, batch: int, held_for: int, scores: dict[str
     lines = [f"{first} {note}" if note else first]
     if rule.failure is not None:
         lines.append("What to try:")
-        lines += [f"  - {remedy}" for remedy in getattr(rule, "remedies", None) or remedies_for(rule.failure, critic)]
+        remedies = getattr(rule, "remedies", None) or remedies_for(rule.failure, critic)
+        lines += [f"  - {remedy}" for remedy in dict.fromkeys([*remedies, *more_remedies])]
     return "\n".join(lines)
 
 

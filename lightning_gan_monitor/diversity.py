@@ -19,8 +19,9 @@ from torch import Tensor, nn
 
 from lightning_gan_monitor.collapse import CollapseTracker, ModeCollapse
 from lightning_gan_monitor.functional.diversity import RealReference, diversity_against, real_reference
+from lightning_gan_monitor.functional.modes import MODE_FEATURES, mode_labels, modes_reached
 from lightning_gan_monitor.metrics import DiversityScores
-from lightning_gan_monitor.names import DIVERSITY_NAMES, QUALITY_NAMES
+from lightning_gan_monitor.names import DIVERSITY_NAMES, MODE_NAMES, QUALITY_NAMES
 from lightning_gan_monitor.rng import PicklesGenerators, pack_generators, unpack_generators
 from lightning_gan_monitor.rules import Firing
 from lightning_gan_monitor.sources import real_samples, untouched
@@ -170,7 +171,8 @@ class DiversityWatch:
         collapse = None
         if any(t is not None for t in thresholds):
             at_once = (a.collapse_at_once_diversity_below, a.collapse_at_once_near_duplicates_above)
-            collapse = ModeCollapse(a.collapse_patience, *thresholds, every, *at_once)
+            critic = getattr(a, "output", None) == "critic"  # its remedies are a critic's (no labels to flip)
+            collapse = ModeCollapse(a.collapse_patience, *thresholds, every, *at_once, critic=critic)
         samples = (a.diversity_samples, a.real_reservoir_size, a.nearest_k, a.near_duplicate_factor)
         names = (a.real_key, a.fake_key, a.generator_attr, a.verbose)
         return cls(every, *samples, a.feature_extractor, collapse, a.seed, *names)
@@ -187,7 +189,8 @@ class DiversityWatch:
         self.reservoir.reset()
         self.metric.reset()
         self.quality: tuple[Any, Any] | None = None
-        self._reference: tuple[Any, RealReference] | None = None
+        #: The real side, computed once per reservoir content: (its key, the reference, the modes or None).
+        self._reference: tuple[Any, RealReference, tuple[Tensor, Tensor, int] | None] | None = None
         self.last = dict.fromkeys(DIVERSITY_NAMES, float("nan"))
 
     def to(self, device: torch.device) -> None:
@@ -292,23 +295,30 @@ class DiversityWatch:
         if fake.shape[0] < 2 or real.shape[0] < 2:
             return None
         fake_features, real_features = self._features(fake), self._features(real.to(fake.device))
+        k = self.metric.nearest_k
+        # the per-mode view, for low-dimensional data with enough real samples for its k-NN graph
+        modes = fake_features.shape[1] <= MODE_FEATURES and real_features.shape[0] > k
         if self.feature_extractor is None and not _distributed():
             # One process, fixed features: the real side (O(m^2)) is computed once per reservoir content.
             key = (self.reservoir.seen, fake_features.shape[0], real_features.device, real_features.dtype)
             if self._reference is None or self._reference[0] != key:
-                reference = real_reference(real_features, self.metric.nearest_k, fake_features.shape[0])
-                self._reference = (key, reference)
-            tensors = list(diversity_against(fake_features, self._reference[1], self.metric.near_duplicate_factor))
+                reference = real_reference(real_features, k, fake_features.shape[0])
+                self._reference = (key, reference, mode_labels(real_features, k) if modes else None)
+            _, reference, labels = self._reference
+            tensors = list(diversity_against(fake_features, reference, self.metric.near_duplicate_factor))
+            if labels is not None:
+                tensors.append(modes_reached(fake_features, real_features, *labels))
         else:  # the Metric gathers every process's samples (exact under DDP)
             self.metric.reset()
+            self.metric.modes = modes
             self.metric.update(fake=fake_features, real=real_features)
             computed = self.metric.compute()
-            tensors = [computed[name] for name in DIVERSITY_NAMES]
+            tensors = [computed[name] for name in (*DIVERSITY_NAMES, *(MODE_NAMES if modes else ()))]
         if isinstance(self.feature_extractor, nn.Module):
             tensors += self._quality(fake_features, real_features)
         values = torch.stack([t.float().reshape(()) for t in tensors]).tolist()  # one read-back
         self.last = dict(zip(DIVERSITY_NAMES, values))
-        return dict(zip((*DIVERSITY_NAMES, *QUALITY_NAMES), values))
+        return dict(zip((*DIVERSITY_NAMES, *(MODE_NAMES if modes else ()), *QUALITY_NAMES), values))
 
     def judge(self, values: dict[str, float], batch: int, updates: int | None = None) -> Firing | None:
         """Feed the mode-collapse rule the values measured at ``batch`` (``updates``: the generator's so far)."""

@@ -16,7 +16,6 @@ from lightning_gan_monitor.collapse import ModeCollapse
 from lightning_gan_monitor.critic import CriticDominates, CriticFooled
 from lightning_gan_monitor.rules import (
     DiscriminatorDominates,
-    GeneratorDominates,
 )
 from lightning_gan_monitor.tensorboard import (
     CONFIG_TAG,
@@ -29,11 +28,12 @@ __all__ = ["DEFAULT_CONFIG", "SCORE_TAGS", "RunData", "find_runs", "monitor_pref
 
 SCORE_TAGS = ("gan/generator_score", "gan/discriminator_score")
 #: The thresholds a report shades when a run's logs hold no ``gan/config`` (logs of version 0.1): the monitor's
-#: defaults, taken from the rules so they cannot drift apart (a test also checks them against ``GANMonitor``).
+#: defaults, taken from the rules so they cannot drift apart (a test also checks them against ``GANMonitor``),
+#: except where version 0.2 changed a default: there, version 0.1's.
 DEFAULT_CONFIG: dict[str, Any] = {
     "d_dominates_generator_below": DiscriminatorDominates.generator_below,
     "d_dominates_discriminator_above": DiscriminatorDominates.discriminator_above,
-    "g_dominates_generator_above": GeneratorDominates.generator_above,
+    "g_dominates_generator_above": 0.9,  # version 0.1's default (0.2: GeneratorDominates.generator_above, 0.8)
     "collapse_diversity_below": ModeCollapse.diversity_below,
     "collapse_near_duplicates_above": ModeCollapse.near_duplicates_above,
     "collapse_coverage_below": ModeCollapse.coverage_below,

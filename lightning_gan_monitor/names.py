@@ -4,6 +4,7 @@ from __future__ import annotations
 
 __all__ = [
     "DIVERSITY_NAMES",
+    "MODE_NAMES",
     "NUM_STATS",
     "QUALITY_NAMES",
     "RANK_NAMES",
@@ -50,5 +51,7 @@ RANK_STAT_NAMES: tuple[str, ...] = (
 )
 #: The diversity values, in the order every vector of them uses (logged as ``gan/<name>``).
 DIVERSITY_NAMES: tuple[str, ...] = ("diversity", "near_duplicates", "density", "coverage")
+#: The per-mode view of coverage, logged for low-dimensional samples or features (``functional.modes``).
+MODE_NAMES: tuple[str, ...] = ("mode_coverage",)
 #: Sample quality against the real reservoir, logged when ``feature_extractor`` is an ``nn.Module``.
 QUALITY_NAMES: tuple[str, ...] = ("fid", "kid")

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 __all__ = ["DIVERSITY_TAGS", "QUALITY_TAGS", "draw_diversity", "draw_scores"]
 
 #: Drawn in the diversity panel when logged (from the mode-collapse metrics).
-DIVERSITY_TAGS = ("gan/diversity", "gan/near_duplicates", "gan/density", "gan/coverage")
+DIVERSITY_TAGS = ("gan/diversity", "gan/near_duplicates", "gan/density", "gan/coverage", "gan/mode_coverage")
 #: Drawn on the diversity panel's right axis when logged (their scale is not the others').
 QUALITY_TAGS = ("gan/fid", "gan/kid")
 _COLORS = {
@@ -109,7 +109,7 @@ def _finish_scores(ax: Axes, run: RunData, fired: list[tuple[FailureMode | None,
 
 def draw_diversity(ax: Axes, run: RunData, fired: list[tuple[FailureMode | None, int, int]]) -> None:
     """The diversity values with the mode-collapse bands (FID and KID on a right axis when logged)."""
-    colors = dict(zip(DIVERSITY_TAGS, ("tab:purple", "tab:brown", "tab:cyan", "tab:olive")))
+    colors = dict(zip(DIVERSITY_TAGS, ("tab:purple", "tab:brown", "tab:cyan", "tab:olive", "tab:pink")))
     drawn = False
     for tag in DIVERSITY_TAGS:
         if tag in run.scalars:
@@ -147,7 +147,7 @@ def draw_diversity(ax: Axes, run: RunData, fired: list[tuple[FailureMode | None,
         twin.legend(fontsize=6, loc="upper right")
     ax.set_ylim(bottom=0)
     ax.set_xlabel("training batches", fontsize=8)
-    ax.set_ylabel("diversity, near-duplicates,\ndensity, coverage", fontsize=8)
+    ax.set_ylabel("diversity, near-duplicates,\ndensity, coverage", fontsize=8)  # and mode coverage, when logged
     ax.tick_params(labelsize=7)
     if drawn:
         ax.legend(fontsize=6.5, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncols=2, frameon=False)

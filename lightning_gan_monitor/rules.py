@@ -38,6 +38,7 @@ __all__ = [
     "FailureMode",
     "Firing",
     "GeneratorDominates",
+    "Holding",
     "NonFinite",
     "Rule",
     "ScoreTracker",
@@ -60,6 +61,10 @@ class Rule:
     failure: FailureMode | None = field(init=False, default=None)
     #: Names of the values the rule looks at (the keys of ``Diagnosis.scores``).
     evidence: ClassVar[tuple[str, ...]] = SCORE_NAMES
+    #: The values that show its condition, named when it holds beside another rule's diagnosis.
+    shown: ClassVar[tuple[str, ...]] = ()
+    #: What its ``patience`` counts.
+    unit: ClassVar[str] = "batch"
 
     def holds(self, scores: Mapping[str, float], non_finite: bool) -> bool:
         """Whether the condition holds for the smoothed ``scores`` (NaN never meets a threshold)."""
@@ -83,6 +88,7 @@ class DiscriminatorDominates(Rule):
     generator_below: float = 0.1
     discriminator_above: float = 0.9
     failure: FailureMode | None = field(init=False, default=FailureMode.DISCRIMINATOR_DOMINATES)
+    shown: ClassVar[tuple[str, ...]] = ("generator_score", "discriminator_score")
 
     def holds(self, scores: Mapping[str, float], non_finite: bool) -> bool:  # noqa: D102
         return (
@@ -108,8 +114,9 @@ class GeneratorDominates(Rule):
 
     """
 
-    generator_above: float = 0.9
+    generator_above: float = 0.8
     failure: FailureMode | None = field(init=False, default=FailureMode.GENERATOR_DOMINATES)
+    shown: ClassVar[tuple[str, ...]] = ("generator_score", "discriminator_score")
 
     def holds(self, scores: Mapping[str, float], non_finite: bool) -> bool:  # noqa: D102
         return scores["generator_score"] > self.generator_above
@@ -132,6 +139,7 @@ class NonFinite(Rule):
     """
 
     failure: FailureMode | None = field(init=False, default=FailureMode.NON_FINITE)
+    shown: ClassVar[tuple[str, ...]] = ()
 
     def holds(self, scores: Mapping[str, float], non_finite: bool) -> bool:  # noqa: D102
         return non_finite
@@ -215,7 +223,94 @@ class CollapseFirst(Rule):
         """The collapse's remedies, then the dominance's."""
         assert self.dominance is not None and self.dominance.failure is not None
         critic = getattr(self.dominance, "critic", False)
-        return remedies_for(FailureMode.MODE_COLLAPSE) + remedies_for(self.dominance.failure, critic)
+        return remedies_for(FailureMode.MODE_COLLAPSE, critic) + remedies_for(self.dominance.failure, critic)
+
+
+#: Why the diagnosis is named before a failure whose condition holds beside it: (named, also holding) -> the reason.
+_ORDER_REASONS = {
+    (FailureMode.MODE_COLLAPSE, FailureMode.DISCRIMINATOR_DOMINATES): (
+        "a collapsed generator's few kinds of samples are easy to reject, so the dominance can follow from the "
+        "collapse: try the collapse's remedies first, the dominance's if it outlasts them"
+    ),
+    (FailureMode.MODE_COLLAPSE, FailureMode.GENERATOR_DOMINATES): (
+        "a collapsed generator draws the few kinds of sample the discriminator accepts, so the dominance goes "
+        "with the collapse: try the collapse's remedies first"
+    ),
+    (FailureMode.DISCRIMINATOR_DOMINATES, FailureMode.MODE_COLLAPSE): (
+        "the diversity values are short of an unambiguous collapse, and a generator that a dominating "
+        "discriminator keeps from learning looks collapsed too: treat the dominance first, the collapse if it "
+        "outlasts it"
+    ),
+    (FailureMode.GENERATOR_DOMINATES, FailureMode.MODE_COLLAPSE): (
+        "the diversity values are short of an unambiguous collapse, and a generator held on what a weak "
+        "discriminator accepts looks collapsed too: treat the dominance first, the collapse if it outlasts it"
+    ),
+}
+
+
+_NOUNS = {
+    FailureMode.MODE_COLLAPSE: "mode collapse",
+    FailureMode.DISCRIMINATOR_DOMINATES: "discriminator's dominance",
+    FailureMode.GENERATOR_DOMINATES: "generator's dominance",
+    FailureMode.NON_FINITE: "non-finite values",
+}
+
+
+class Holding(NamedTuple):
+    """A failure rule whose condition holds at a check, fired or not: named beside another rule's diagnosis."""
+
+    rule: Rule
+    #: For how many consecutive batches (diversity checks, for mode collapse) it has held.
+    held: int
+    #: The values it read (smoothed scores, or a diversity check's values).
+    scores: Mapping[str, float]
+
+    def describe(self) -> str:
+        """The failure, how long its condition has held and the values that show it, in words.
+
+        Example:
+            >>> scores = {"generator_score": 0.02, "discriminator_score": 0.99}
+            >>> Holding(DiscriminatorDominates(patience=100), 40, scores).describe()
+            'the discriminator dominates (held for 40 of the 100 batches its rule waits for: generator score 0.020, discriminator score 0.990)'
+        """  # noqa: E501
+        rule, held = self.rule, self.held
+        assert rule.failure is not None
+        plural = rule.unit + ("es" if rule.unit.endswith("h") else "s")
+        if held >= rule.patience:
+            how_long = f"held for {held} {plural if held != 1 else rule.unit}"
+        else:
+            how_long = f"held for {held} of the {rule.patience} {plural} its rule waits for"
+        values = ", ".join(f"{k.replace('_', ' ')} {self.scores[k]:.3f}" for k in rule.shown if k in self.scores)
+        return f"the {title(rule.failure).lower()} ({how_long}{': ' + values if values else ''})"
+
+
+def beside(named: Rule, holding: Sequence[Holding]) -> list[Holding]:
+    """The failures in ``holding`` that a diagnosis by ``named`` does not name already (none for a success rule)."""
+    if named.failure is None:
+        return []
+    covered = {named.failure, getattr(getattr(named, "dominance", None), "failure", None)}  # CollapseFirst: both
+    return [h for h in holding if h.rule.failure is not None and h.rule.failure not in covered]
+
+
+def also_holding(primary: FailureMode, others: Sequence[Holding]) -> str:
+    """The sentence naming the other failures whose condition holds at the check, and why they come after ``primary``.
+
+    Example:
+        >>> dominance = Holding(DiscriminatorDominates(patience=100), 40, {"generator_score": 0.02,
+        ...                     "discriminator_score": 0.99})
+        >>> print(also_holding(FailureMode.NON_FINITE, [dominance]))  # doctest: +NORMALIZE_WHITESPACE
+        Also holding at this check: the discriminator dominates (held for 40 of the 100 batches its rule waits for:
+        generator score 0.020, discriminator score 0.990), named after the non-finite values because they make
+        every other reading unreliable: fix them first.
+    """
+    parts = []
+    for other in others:
+        if primary is FailureMode.NON_FINITE:
+            reason = "they make every other reading unreliable: fix them first"
+        else:
+            reason = _ORDER_REASONS.get((primary, other.rule.failure), "its rule fired first")
+        parts.append(f"{other.describe()}, named after the {_NOUNS[primary]} because {reason}")
+    return f"Also holding at this check: {'; and '.join(parts)}." if parts else ""
 
 
 class Firing(NamedTuple):
@@ -273,6 +368,15 @@ class ScoreTracker:
             name: ema / weight if weight > 0 else math.nan
             for name, ema, weight in zip(VALUE_NAMES, self.ema, self.weight)
         }
+
+    def holding_now(self) -> list[Holding]:
+        """The failure rules whose condition held at the latest observed batch, fired or not, in priority order."""
+        scores = self.scores
+        return [
+            Holding(rule, held, scores)
+            for rule, holding, held in zip(self.rules, self.holding, self.held)
+            if holding and rule.failure is not None
+        ]
 
     def update(self, batches: Sequence[Batch]) -> list[Firing]:
         """Take the batches since the last check, in order; returns the firings among them, in order.
@@ -338,6 +442,7 @@ def decide(
     check_every: int,
     training_over: bool = False,
     collapse: Mapping[str, float] | None = None,
+    holding: Sequence[Holding] = (),
 ) -> tuple[Diagnosis | None, list[Diagnosis]]:
     """Whether to stop, and the diagnosis of every firing (a pure function: the same numbers give the same answer).
 
@@ -349,6 +454,9 @@ def decide(
         training_over: the check at the end of fit: nothing is left to stop.
         collapse: the latest diversity values, when they met the mode-collapse condition (None: they did not): a
             dominance rule that fires then is diagnosed as mode collapse first (:class:`CollapseFirst`).
+        holding: the failure rules whose condition holds at this check (:meth:`ScoreTracker.holding_now`,
+            :meth:`~lightning_gan_monitor.collapse.CollapseTracker.holding_now`): a diagnosis names every other one
+            after its own, with the reason for the order (:func:`also_holding`), and lists them in ``also``.
 
     Returns:
         ``(stopping, diagnoses)``: the diagnosis that stops training (the first firing that does), or None to go on;
@@ -383,8 +491,16 @@ def decide(
             note = f"Training had already reached its end (batch {batch})."
         else:
             note = stop_note(firing.rule.failure, firing.batch, batch if stops_here else None, check_every)
-        message = format_message(firing.rule, firing.batch, firing.held_for, firing.evidence, note=note)
-        diagnoses.append(Diagnosis(firing.rule.failure, firing.batch, firing.held_for, firing.evidence, message))
+        others = beside(firing.rule, holding)
+        also = also_holding(firing.rule.failure, others) if firing.rule.failure is not None else ""
+        critic = getattr(firing.rule, "critic", False)  # the other rules of a critic's run advise for a critic too
+        more = [r for h in others if h.rule.failure for r in remedies_for(h.rule.failure, critic)]
+        text = " ".join(filter(None, (also, note)))
+        message = format_message(firing.rule, firing.batch, firing.held_for, firing.evidence, text, more)
+        failures = tuple(h.rule.failure for h in others if h.rule.failure is not None)
+        diagnoses.append(
+            Diagnosis(firing.rule.failure, firing.batch, firing.held_for, firing.evidence, message, also=failures)
+        )
         if stops_here and stopping is None:
             stopping = diagnoses[-1]
     return stopping, diagnoses

@@ -78,7 +78,10 @@ def score_layout(prefix: str = "gan/") -> dict[str, dict[str, list[Any]]]:
             "Gap: mean D(x) - mean D(G(z)) (a Wasserstein critic's distance estimate)": ["Multiline", [f"{prefix}gap"]],
             "Diversity: ratio, near-duplicates, coverage (mode collapse)": [
                 "Multiline",
-                [f"{prefix}diversity", f"{prefix}near_duplicates", f"{prefix}coverage", f"{prefix}density"],
+                [
+                    *(f"{prefix}{name}" for name in ("diversity", "near_duplicates", "coverage", "density")),
+                    f"{prefix}mode_coverage",  # low-dimensional data only
+                ],
             ],
         }
     }

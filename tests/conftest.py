@@ -4,12 +4,20 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 sys.path.insert(0, str(EXAMPLES))
 
 from digits_gan import DigitsGAN, load_digits_tensor, make_dataloader  # noqa: E402
 from packages import TRAINER_DEFAULTS  # noqa: E402
+
+
+def read_events(log_dir) -> EventAccumulator:
+    """Every scalar, text and image a TensorBoard run folder holds."""
+    events = EventAccumulator(str(log_dir), size_guidance={"scalars": 0, "tensors": 0, "images": 0})
+    events.Reload()
+    return events
 
 
 class RecordOutputs(pl.Callback):

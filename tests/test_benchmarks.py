@@ -104,6 +104,7 @@ def test_benchmarks_latency_quick_monitor_stops_every_failure_and_no_healthy_run
         "generator dominates": "generator_dominates",
         "non-finite": "non_finite",
         "mode collapse": "mode_collapse",
+        "mode collapse while D dominates": "mode_collapse",
     }
     assert set(rules) < set(latency.QUICK.failures)
     onset = latency.QUICK.switch_at
@@ -118,12 +119,15 @@ def test_benchmarks_latency_quick_monitor_stops_every_failure_and_no_healthy_run
             assert result["rule"] == rules[row["failure"]], row
             # training stops at the first check after the rule fired: within check_every_n_batches (20)
             assert result["fired_at"] <= result["trained"] < result["fired_at"] + 20, row
-    # The collapse rule fires at the third diversity check (every 100 batches) after the onset, and stops at once; a
-    # healthy run reaches that check too, so it had the chance to raise a false alarm.
+    # The noise-ignoring generator is unambiguous: the collapse rule fires at the first diversity check (every 100
+    # batches) after the onset and stops at once, also while the discriminator dominates; a healthy run reaches the
+    # third check, where the rule's patience would run out, so it had the chance to raise a false alarm.
     every = GANMonitor().diversity_every_n_batches
     first_check = (onset // every + 1) * every
+    for failure in ("mode collapse", "mode collapse while D dominates"):
+        collapse = {r["approach"]: r["results"][0] for r in rows if r["failure"] == failure}
+        assert collapse["GANMonitor (defaults: patience 100)"]["trained"] == first_check, failure
     collapse = {r["approach"]: r["results"][0] for r in rows if r["failure"] == "mode collapse"}
-    assert collapse["GANMonitor (defaults: patience 100)"]["trained"] == first_check + 2 * every
     assert latency.QUICK.max_batches > first_check + 2 * every
     # EarlyStopping on the logged `gan/diversity` stops after the first check that sees the collapse
     assert collapse["EarlyStopping, every batch"]["trained"] == first_check
@@ -139,11 +143,14 @@ def test_benchmarks_mixture_modes_quick_collapsing_generator_fires_and_truth_is_
     for run in runs:
         assert [c["batch"] for c in run["checks"]] == [100, 200, 300, 400]
         assert all(0 <= c["modes"] <= 8 and 0 <= c["coverage"] <= 1 for c in run["checks"])
-    # The noise-ignoring generator draws one point: at most one mode, and the rule fires at its third check.
-    assert collapsing["final_modes"] <= 1 and collapsing["fired_at"] == 300
+    # The noise-ignoring generator draws one point: at most one mode, and the rule fires at its first check (at once).
+    assert collapsing["final_modes"] <= 1 and collapsing["fired_at"] == 100
     assert all(c["diversity"] == 0.0 and c["near_duplicates"] == 1.0 for c in collapsing["checks"])
+    assert all(c["mode_coverage"] <= 1 / 8 for c in collapsing["checks"])  # the monitor's: one of 8 modes at most
     rho = mixture_modes.correlations(runs)
-    assert set(rho) == {"coverage", "diversity", "near_duplicates", "density"}
+    variants = {f"coverage n={n} m={m} k={k}" for n, m, k in mixture_modes.COVERAGE_VARIANTS}
+    variants |= {f"mode coverage n={n} m={m} k={k}" for n, m, k in mixture_modes.MODE_VARIANTS}
+    assert set(rho) == {"coverage", "mode_coverage", "diversity", "near_duplicates", "density", *variants}
 
 
 @pytest.mark.slow

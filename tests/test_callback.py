@@ -477,20 +477,25 @@ def test_callback_generator_that_raises_during_a_probe(tmp_path):
 
 # ---------------------------------------------------------------------------------------------- mode collapse
 
+#: The mode-collapse rule's patience alone: no "at once" (these tests count its checks).
+PATIENCE_ONLY = {"collapse_at_once_diversity_below": None}
+
 
 def test_callback_mode_collapse_fires_on_a_generator_that_ignores_its_noise(tmp_path):
     # The step returns no generated samples here: the monitor runs the generator on its own latent vectors.
+    # Unambiguous (diversity 0, every sample a near-duplicate): it fires at the first check, after 100 updates.
     monitor = GANMonitor(from_logits=True, log_every_n_batches=10)
-    with pytest.warns(GANMonitorWarning, match="Mode collapse after 300 training batches"):
+    with pytest.warns(GANMonitorWarning, match="Mode collapse after 100 training batches"):
         model, trainer = fit_digits(
             tmp_path, [monitor], epochs=100, return_d_outputs=False, **SCENARIOS["mode-collapse"]
         )
     assert monitor._watch.fake_source == "probe"
     assert monitor.failure is FailureMode.MODE_COLLAPSE
     assert monitor.stopping_reason is StoppingReason.FAILURE
-    assert model.batches_trained == monitor.stopped_batch == 300  # 3 checks, 100 batches apart
+    assert model.batches_trained == monitor.stopped_batch == 100
     (diagnosis,) = monitor.diagnoses
-    assert diagnosis.held_for == 201 and diagnosis.onset_batch == 100
+    assert diagnosis.held_for == 1 and diagnosis.onset_batch == 100
+    assert "at one diversity check, far beyond any healthy run" in diagnosis.message
     assert diagnosis.scores["diversity"] == 0.0 and diagnosis.scores["near_duplicates"] == 1.0
     message = monitor.stopping_reason_message
     for remedy in ("larger latent input", "generator capacity", "label flipping", "packing", "unrolled"):
@@ -499,7 +504,9 @@ def test_callback_mode_collapse_fires_on_a_generator_that_ignores_its_noise(tmp_
 
 
 def test_callback_mode_collapse_warns_once_per_stretch_and_can_be_turned_off(tmp_path):
-    monitor = GANMonitor(from_logits=True, on_failure="warn", diversity_every_n_batches=10, collapse_patience=2)
+    monitor = GANMonitor(
+        from_logits=True, on_failure="warn", diversity_every_n_batches=10, collapse_patience=2, **PATIENCE_ONLY
+    )
     with pytest.warns(GANMonitorWarning, match="Training continues"):
         fit_digits(tmp_path, [monitor], epochs=20, **SCENARIOS["mode-collapse"])
     assert [d.batch for d in monitor.diagnoses] == [20]  # then latched while the collapse lasts
@@ -531,7 +538,9 @@ def test_callback_best_generator_by_coverage_with_lightnings_model_checkpoint(tm
 
 def test_callback_fixed_latent_batch_and_collapse_count_survive_a_resume(tmp_path):
     def run(seed, ckpt_path=None, max_steps=-1):
-        monitor = GANMonitor(from_logits=True, seed=seed, diversity_every_n_batches=20, collapse_patience=3)
+        monitor = GANMonitor(
+            from_logits=True, seed=seed, diversity_every_n_batches=20, collapse_patience=3, **PATIENCE_ONLY
+        )
         pl.seed_everything(0)
         trainer = make_trainer(tmp_path, [monitor], max_epochs=20, max_steps=max_steps)
         with pytest.warns(GANMonitorWarning) if ckpt_path else contextlib.nullcontext():
@@ -600,8 +609,12 @@ def test_callback_resumes_from_a_checkpoint_written_by_version_0_1(tmp_path):
     assert monitor._tracker.held == expected["held"]
     assert monitor._history.tags == expected["history_tags"]
 
-    # and a resumed run carries on from there: counts continue, the smoothed scores go on from the saved ones
-    resumed = GANMonitor(from_logits=True, patience=100)
+    # at 0.2's defaults, the one threshold that changed is named
+    with pytest.warns(GANMonitorWarning, match=r"other settings \(g_dominates_generator_above: 0\.9 -> 0\.8\)"):
+        GANMonitor(from_logits=True, patience=100).load_state_dict(checkpoint["callbacks"][monitor.state_key])
+
+    # and a resumed run with 0.1's settings carries on from there: counts continue, the smoothed scores go on
+    resumed = GANMonitor(from_logits=True, patience=100, g_dominates_generator_above=0.9)
     pl.seed_everything(0)
     trainer = make_trainer(tmp_path, [resumed], max_epochs=40)
     with warnings.catch_warnings():

@@ -1,7 +1,6 @@
 """The cause first: a collapsed generator is named mode collapse, early when the evidence is unambiguous, and before
-the discriminator's dominance that follows from it. Real training runs of the example's digits GAN.
-
-Opt-in until calibrated on more GANs (issue 12): the thresholds are passed here.
+the discriminator's dominance that follows from it; every failure that holds at the check is named. Real training runs
+of the example's digits GAN and of the GAN shaped like Lightning's example, at the monitor's defaults.
 """
 
 import pytorch_lightning as pl
@@ -13,18 +12,16 @@ from torch import nn
 from lightning_gan_monitor import FailureMode, GANMonitor
 from lightning_gan_monitor.diagnosis import REMEDIES
 
-AT_ONCE = {"collapse_at_once_diversity_below": 0.1, "collapse_at_once_near_duplicates_above": 0.95}
-
 
 class ScaledNoise(nn.Module):
     """Shrinks the latent vectors: the generator draws a few nearly identical images (ambiguous collapse)."""
 
     def forward(self, z):
-        return z * 0.05
+        return z * 0.07
 
 
 def test_cause_first_noise_ignoring_generator_is_named_collapse_at_the_first_check(tmp_path):
-    monitor = GANMonitor(**AT_ONCE)
+    monitor = GANMonitor()
     fit_digits(tmp_path, [monitor], epochs=40, ignore_noise=True)  # 200 batches
     first = monitor.diagnoses[0]
     assert first.failure is FailureMode.MODE_COLLAPSE and first.batch == 100 and monitor.stopped_batch == 100
@@ -33,9 +30,14 @@ def test_cause_first_noise_ignoring_generator_is_named_collapse_at_the_first_che
 
 
 def test_cause_first_collapse_is_named_within_150_batches_also_when_the_discriminator_dominates(tmp_path):
-    monitor = GANMonitor(on_failure="warn", **AT_ONCE)
+    monitor = GANMonitor(on_failure="warn")
     fit_digits(tmp_path, [monitor], epochs=60, ignore_noise=True, lr_d=2e-3)
-    assert monitor.diagnoses[0].failure is FailureMode.MODE_COLLAPSE and monitor.diagnoses[0].batch <= 150
+    first = monitor.diagnoses[0]
+    assert first.failure is FailureMode.MODE_COLLAPSE and first.batch <= 150
+    # the dominance, not yet fired, is named second at the same check, with the reason for the order
+    assert first.also == (FailureMode.DISCRIMINATOR_DOMINATES,)
+    assert "Also holding at this check: the discriminator dominates (held for" in first.message
+    assert "named after the mode collapse because a collapsed generator's few kinds of samples" in first.message
     # the discriminator's dominance, which fires later, is named mode collapse first too
     assert all(d.failure is FailureMode.MODE_COLLAPSE for d in monitor.diagnoses), monitor.diagnoses
     later = [d for d in monitor.diagnoses if "while the discriminator dominates" in d.message]
@@ -46,23 +48,27 @@ def test_cause_first_collapse_is_named_within_150_batches_also_when_the_discrimi
 
 
 def test_cause_first_dominance_during_an_ambiguous_collapse_keeps_its_name(tmp_path):
-    # A generator that does not learn also looks collapsed (here: diversity about 0.1-0.15, every sample a
+    # A generator that does not learn also looks collapsed (here: diversity about 0.14, nearly every sample a
     # near-duplicate), short of the unambiguous values: the dominance, its own cause, keeps its name.
-    monitor = GANMonitor(on_failure="warn", **AT_ONCE)
+    monitor = GANMonitor(on_failure="warn")
     pl.seed_everything(0)
     model = DigitsGAN(freeze_generator=True, lr_d=2e-3)  # the example's d-dominates scenario...
     model.generator.insert(0, ScaledNoise())  # ...with a generator that draws a few nearly identical images
     make_trainer(tmp_path, [monitor], max_epochs=60).fit(model, make_dataloader(load_digits_tensor(3)))
     first = monitor.diagnoses[0]
     assert first.failure is FailureMode.DISCRIMINATOR_DOMINATES and first.batch < 200, monitor.diagnoses
+    # ...and the collapse condition, holding at the same check, is named second, with the reason
+    assert first.also == (FailureMode.MODE_COLLAPSE,)
+    assert "Also holding at this check: the mode collapse (held for 1 of the 3 diversity checks" in first.message
+    assert "named after the discriminator's dominance because the diversity values are short of" in first.message
 
 
 def test_cause_first_healthy_generators_do_not_fire_at_once(tmp_path):
     # the digits example and the GAN shaped like Lightning's example (least diverse at its first check: 0.25)
-    monitor = GANMonitor(**AT_ONCE)
+    monitor = GANMonitor()
     fit_digits(tmp_path, [monitor], epochs=60)
     assert monitor.diagnoses == []
-    template = GANMonitor(latent_dim=16, diversity_every_n_batches=50, **AT_ONCE)
+    template = GANMonitor(latent_dim=16, diversity_every_n_batches=50)
     pl.seed_everything(0)
     make_trainer(tmp_path, [template], max_epochs=6).fit(TemplateGAN(), digit_images_loader())  # 168 batches
     assert template.diagnoses == [], template.diagnoses

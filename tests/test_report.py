@@ -14,10 +14,9 @@ import matplotlib
 import numpy as np
 import pytest
 import torch
-from conftest import RecordOutputs, fit_digits
+from conftest import RecordOutputs, fit_digits, read_events
 from digits_gan import SCENARIOS
 from pytorch_lightning.loggers import TensorBoardLogger
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch.utils.tensorboard import SummaryWriter
 
 from lightning_gan_monitor import FailureMode, GANMonitor, GANMonitorWarning, StoppingReason
@@ -47,12 +46,6 @@ TITLES = {
     "non-finite": "Non finite",
 }
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-def read_events(log_dir) -> EventAccumulator:
-    events = EventAccumulator(str(log_dir), size_guidance={"scalars": 0, "tensors": 0, "images": 0})
-    events.Reload()
-    return events
 
 
 @pytest.fixture(scope="module")
@@ -132,7 +125,9 @@ def test_report_shades_the_thresholds_the_run_used_or_the_defaults(tmp_path):
     labels = [p.get_label() for p in plot_run(tmp_path / "old").axes[0].patches]
     assert "D dominates: generator score < 0.1" in labels and "...and discriminator > 0.9" in labels
     defaults = inspect.signature(GANMonitor).parameters
-    assert {key: defaults[key].default for key in DEFAULT_CONFIG} == DEFAULT_CONFIG
+    changed = {"g_dominates_generator_above": 0.9}  # version 0.1's default, lowered to 0.8 in 0.2
+    assert {key: defaults[key].default for key in DEFAULT_CONFIG} == {**DEFAULT_CONFIG, **{k: 0.8 for k in changed}}
+    assert {k: DEFAULT_CONFIG[k] for k in changed} == changed
 
 
 def test_report_lays_out_runs_two_a_row(runs):
@@ -358,7 +353,7 @@ def reference_regimes(recorder: RecordOutputs, smoothing: float = 0.9) -> dict[s
         x = np.array([s["generator_score"].item(), s["discriminator_score"].item()])
         m, w = smoothing * m + (1 - smoothing) * x, smoothing * w + (1 - smoothing)
         g, d = m / w
-        regime = "discriminator dominating" if g < 0.1 and d > 0.9 else "generator dominating" if g > 0.9 else None
+        regime = "discriminator dominating" if g < 0.1 and d > 0.9 else "generator dominating" if g > 0.8 else None
         counts[regime or "balanced"] += 1
     return counts
 

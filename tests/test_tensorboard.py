@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
-from conftest import RecordOutputs, fit_digits, make_trainer
+from conftest import RecordOutputs, fit_digits, make_trainer, read_events
 from digits_gan import SCENARIOS
 from PIL import Image
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
@@ -32,12 +32,6 @@ SCORE_TAGS = [
     "gan/fake_detection_accuracy",
     "gan/real_detection_accuracy",
 ]
-
-
-def read_events(log_dir: str) -> EventAccumulator:
-    events = EventAccumulator(log_dir, size_guidance={"tensors": 0, "scalars": 0, "images": 0})
-    events.Reload()
-    return events
 
 
 @pytest.fixture(scope="module")
@@ -173,11 +167,11 @@ def test_tensorboard_diversity_scalars_and_collapse_diagnosis(collapse_run):
     monitor, events = collapse_run
     assert monitor.failure is FailureMode.MODE_COLLAPSE
     for tag in ("gan/diversity", "gan/near_duplicates", "gan/density", "gan/coverage"):
-        steps = [e.step for e in events.Scalars(tag)]
-        assert steps == [99, 199, 299][: len(steps)] and len(steps) == 3, tag
+        # the first check (batch 100) shows an unambiguous collapse: the rule fires there, and training stops
+        assert [e.step for e in events.Scalars(tag)] == [99], tag
     assert all(e.value == 1.0 for e in events.Scalars("gan/near_duplicates"))
     (text,) = events.Tensors("gan/diagnosis/text_summary")
-    assert text.tensor_proto.string_val[0].decode().startswith("Mode collapse after 300 training batches")
+    assert text.tensor_proto.string_val[0].decode().startswith("Mode collapse after 100 training batches")
 
 
 def test_tensorboard_2d_samples_get_a_scatter_plot_on_fixed_axes(tmp_path, caplog):

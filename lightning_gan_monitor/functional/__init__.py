@@ -16,6 +16,7 @@ from lightning_gan_monitor.functional.diversity import (
     pairwise_distances,
     real_reference,
 )
+from lightning_gan_monitor.functional.modes import MODE_FEATURES, mode_coverage, mode_labels, modes_reached
 from lightning_gan_monitor.functional.scores import (
     NUM_STATS,
     RANK_NAMES,
@@ -40,6 +41,7 @@ from lightning_gan_monitor.functional.scores import (
 
 __all__ = [
     "DIVERSITY_NAMES",
+    "MODE_FEATURES",
     "NUM_STATS",
     "RANK_NAMES",
     "RANK_STAT_NAMES",
@@ -61,6 +63,9 @@ __all__ = [
     "gan_scores",
     "gan_scores_from_stats",
     "generator_score",
+    "mode_coverage",
+    "mode_labels",
+    "modes_reached",
     "near_duplicate_rate",
     "output_sums",
     "pairwise_distances",

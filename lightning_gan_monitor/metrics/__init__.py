@@ -9,6 +9,7 @@ from lightning_gan_monitor.metrics.diversity import (
     Density,
     DiversityRatio,
     DiversityScores,
+    ModeCoverage,
     NearDuplicateRate,
 )
 from lightning_gan_monitor.metrics.scores import (
@@ -32,6 +33,7 @@ __all__ = [
     "GANScoreStats",
     "GANScores",
     "GeneratorScore",
+    "ModeCoverage",
     "NearDuplicateRate",
     "RealDetectionAccuracy",
 ]

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
+import torch
 from torch import Tensor
 from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
-from lightning_gan_monitor.functional import DIVERSITY_NAMES, diversity_scores
+from lightning_gan_monitor.functional import DIVERSITY_NAMES, diversity_scores, mode_coverage
 from lightning_gan_monitor.functional.diversity import _check_factor, _check_k, _features
 
-__all__ = ["Coverage", "Density", "DiversityRatio", "DiversityScores", "NearDuplicateRate"]
+__all__ = ["Coverage", "Density", "DiversityRatio", "DiversityScores", "ModeCoverage", "NearDuplicateRate"]
 
 
 class DiversityScores(Metric):
@@ -29,12 +31,13 @@ class DiversityScores(Metric):
     As output of ``compute``:
         - ``scores`` (:class:`dict`): ``diversity``, ``near_duplicates``, ``density`` and ``coverage``, each a
           scalar tensor (see :func:`~lightning_gan_monitor.functional.diversity_scores`; NaN where the sets are too
-          small).
+          small); with ``modes``, also ``mode_coverage`` (:func:`~lightning_gan_monitor.functional.mode_coverage`).
 
     Args:
         nearest_k: the k of density and coverage (5 in Naeem et al. 2020).
         near_duplicate_factor: a generated sample is a near-duplicate if its nearest generated neighbour is at most
             this times the real samples' median nearest-neighbour distance away.
+        modes: also the per-mode view of coverage, ``mode_coverage`` (for low-dimensional data).
         kwargs: passed to :class:`torchmetrics.Metric`.
 
     Raises:
@@ -57,8 +60,11 @@ class DiversityScores(Metric):
     fake: list[Tensor]
     real: list[Tensor]
 
-    def __init__(self, nearest_k: int = 5, near_duplicate_factor: float = 0.25, **kwargs: Any) -> None:
+    def __init__(
+        self, nearest_k: int = 5, near_duplicate_factor: float = 0.25, modes: bool = False, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
+        self.modes = modes
         _check_k(nearest_k)
         _check_factor(near_duplicate_factor, "near_duplicate_factor")
         self.nearest_k = nearest_k
@@ -84,8 +90,11 @@ class DiversityScores(Metric):
     def compute(self) -> Any:
         """The four values over everything accumulated (and gathered from every process)."""
         fake, real = self._sets()
-        values = diversity_scores(fake, real, self.nearest_k, self.near_duplicate_factor)
-        return dict(zip(DIVERSITY_NAMES, values.unbind()))
+        values = dict(zip(DIVERSITY_NAMES, diversity_scores(fake, real, self.nearest_k, self.near_duplicate_factor)))
+        if self.modes:
+            enough = real.shape[0] > self.nearest_k  # else NaN, as density and coverage
+            values["mode_coverage"] = mode_coverage(fake, real, self.nearest_k) if enough else torch.tensor(math.nan)
+        return values
 
 
 class _OneDiversityValue(DiversityScores):
@@ -169,3 +178,27 @@ class Coverage(_OneDiversityValue):
 
     higher_is_better = True
     _name = "coverage"
+
+
+class ModeCoverage(_OneDiversityValue):
+    """Share of the real data's modes that generated samples reach: a per-mode view of coverage.
+
+    For low-dimensional data: the modes are the connected components of the real samples' k-NN graph.
+
+    Samples accumulate as in :class:`DiversityScores` (exact under DDP); see
+    :func:`~lightning_gan_monitor.functional.mode_coverage`.
+
+    Example:
+        >>> import torch
+        >>> metric = ModeCoverage(nearest_k=1)
+        >>> metric.update(fake=torch.tensor([[0.5], [1.5]]), real=torch.tensor([[0.0], [1.0], [2.0], [10.0], [11.0]]))
+        >>> metric.compute()
+        tensor(0.5000)
+
+    """
+
+    higher_is_better = True
+    _name = "mode_coverage"
+
+    def __init__(self, nearest_k: int = 5, near_duplicate_factor: float = 0.25, **kwargs: Any) -> None:
+        super().__init__(nearest_k, near_duplicate_factor, modes=True, **kwargs)
