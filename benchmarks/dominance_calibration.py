@@ -7,10 +7,11 @@ The GANs: the digits example (logits; the '3's), the GAN shaped like Lightning's
 all digits, probed), and the DCGAN Fabric loop of `tests/fabric_dcgan.py` (a sigmoid D and `BCELoss`, as Lightning's
 and PyTorch's DCGAN tutorials). Each trains healthy, with the discriminator frozen (the generator dominates) and with
 the generator frozen while the discriminator learns 10x faster (the discriminator dominates), 3 seeds, the monitor
-at its defaults with `on_failure="warn"`. Reported: the range of the smoothed generator score after batch 50 on
-healthy runs, its level over the last 100 batches of the induced runs, and what fired. This is the measurement
+at its defaults with `on_failure="warn"`. Reported: the range of the smoothed generator and discriminator scores
+and of the fake-detection accuracy after batch 50 on healthy runs, the longest stretch with the fake-detection
+accuracy near 0, their level over the last 100 batches of the induced runs, and what fired. This is the measurement
 behind the thresholds (`d_dominates_generator_below` 0.1, `d_dominates_discriminator_above` 0.9,
-`g_dominates_generator_above` 0.9); it changes no default.
+`g_dominates_generator_above` 0.8, lowered from 0.9 on it).
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ from lightning_gan_monitor.fabric import GANMonitor as FabricMonitor
 BATCHES = 600
 SEEDS = (0, 1, 2)
 RUNS = ("healthy", "D frozen", "G frozen, D 10x")
+FOOLED_BELOW = 0.05  # the smoothed fake-detection accuracy of a discriminator that takes nearly every fake for real
 
 
 class TunedTemplate(TemplateGAN):
@@ -71,7 +73,7 @@ class Scores(pl.Callback):
 
     def on_train_batch_end(self, *args: Any) -> None:
         scores = self.monitor._tracker.scores
-        self.rows.append((scores["generator_score"], scores["discriminator_score"]))
+        self.rows.append((scores["generator_score"], scores["discriminator_score"], scores["fake_detection_accuracy"]))
 
 
 def _lightning(gan: str, run: str, seed: int) -> tuple[list[tuple[float, float]], list[Any]]:
@@ -106,7 +108,7 @@ def _fabric(run: str, seed: int) -> tuple[list[tuple[float, float]], list[Any]]:
     def update(*args: Any, **kwargs: Any) -> bool:
         stop = original(*args, **kwargs)
         s = monitor._tracker.scores
-        rows.append((s["generator_score"], s["discriminator_score"]))
+        rows.append((s["generator_score"], s["discriminator_score"], s["fake_detection_accuracy"]))
         return stop
 
     monitor.update = update  # type: ignore[method-assign]
@@ -126,25 +128,50 @@ def measure() -> list[dict[str, Any]]:
     return rows
 
 
+def longest_below(values: list[float], threshold: float) -> int:
+    """The most consecutive values below ``threshold``.
+
+    Example:
+        >>> longest_below([0.0, 0.0, 0.5, 0.0, 0.0, 0.0], 0.05)
+        3
+    """
+    longest = current = 0
+    for value in values:
+        current = current + 1 if value < threshold else 0
+        longest = max(longest, current)
+    return longest
+
+
 def table(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     lines = []
     for row in rows:
         per_seed = []
         for scores, diagnoses in row["results"]:
-            generator = [g for g, _ in scores[50:]]
-            last = statistics.median(g for g, _ in scores[-100:])
-            last_d = statistics.median(d for _, d in scores[-100:])
-            fired = diagnoses[0].failure.value if diagnoses else "nothing"
-            per_seed.append((min(generator), max(generator), last, last_d, fired))
+            generator = [g for g, *_ in scores[50:]]
+            last = statistics.median(g for g, *_ in scores[-100:])
+            last_d = statistics.median(d for _, d, _ in scores[-100:])
+            fake = [f for *_, f in scores[50:]]
+            fired = f"{diagnoses[0].failure.value} ({diagnoses[0].batch})" if diagnoses else "nothing"
+            discriminator = [d for _, d, _ in scores[50:]]
+            ranges = (min(discriminator), max(discriminator), min(fake), max(fake), statistics.median(fake[-100:]))
+            stretch = longest_below([f for *_, f in scores], FOOLED_BELOW)  # from the first batch
+            per_seed.append((min(generator), max(generator), last, last_d, fired, *ranges, stretch))
         lines.append(
             {
                 "GAN": row["gan"],
                 "run": row["run"],
                 "generator score after batch 50, min-max": "; ".join(f"{a:.2f}-{b:.2f}" for a, b, *_ in per_seed),
-                "generator / discriminator score, last 100 (median)": "; ".join(
-                    f"{c:.2f} / {d:.2f}" for _, _, c, d, _ in per_seed
+                "discriminator score after batch 50, min-max": "; ".join(f"{p[5]:.2f}-{p[6]:.2f}" for p in per_seed),
+                "fake-detection accuracy after batch 50, min-max (last 100, median)": "; ".join(
+                    f"{p[7]:.2f}-{p[8]:.2f} ({p[9]:.2f})" for p in per_seed
                 ),
-                "first rule that fired": "; ".join(p[4] for p in per_seed),
+                f"most batches in a row with fake-detection accuracy < {FOOLED_BELOW:g} (from batch 1)": "; ".join(
+                    str(p[10]) for p in per_seed
+                ),
+                "generator / discriminator score, last 100 (median)": "; ".join(
+                    f"{p[2]:.2f} / {p[3]:.2f}" for p in per_seed
+                ),
+                "first rule that fired (at batch)": "; ".join(p[4] for p in per_seed),
             }
         )
     return lines
@@ -154,8 +181,11 @@ COLUMNS = [
     "GAN",
     "run",
     "generator score after batch 50, min-max",
+    "discriminator score after batch 50, min-max",
+    "fake-detection accuracy after batch 50, min-max (last 100, median)",
+    f"most batches in a row with fake-detection accuracy < {FOOLED_BELOW:g} (from batch 1)",
     "generator / discriminator score, last 100 (median)",
-    "first rule that fired",
+    "first rule that fired (at batch)",
 ]
 
 

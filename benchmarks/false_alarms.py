@@ -1,5 +1,5 @@
-"""False alarms: every rule that fires on healthy GANs of several kinds at the monitor's defaults, and what the opt-in
-"at once" collapse thresholds would have done on the same runs.
+"""False alarms: every rule that fires on healthy GANs of several kinds at the monitor's defaults, and how close their
+diversity values come to the mode-collapse thresholds.
 
     python benchmarks/false_alarms.py                    # every run (about 10 minutes on 2 CPU cores)
     python benchmarks/false_alarms.py --write-results    # ... and refresh its section of benchmarks/RESULTS.md
@@ -9,13 +9,16 @@ Healthy runs: the digits example (the '3's, batch 32) at two learning rates, the
 example (`tests/template_gan.py`: all digits, `training_step` returns nothing, so the monitor probes), and the
 MLP GAN of `mixture_modes.py` on the ring of 8 and the grid of 25 Gaussians. The monitor runs with its defaults and
 `on_failure="warn"`, so every firing is counted and no run is cut short. At each diversity check the values are
-recorded with the generator's updates, to see where the opt-in `collapse_at_once_*` thresholds (0.1, 0.95) stand.
+recorded with the generator's updates, to see how far they stay from the "at once" collapse thresholds
+(`collapse_at_once_*`) and for how many checks in a row they stay below a diversity of 0.35 (what a rule catching
+the ring's long natural collapse, `mixture_modes.py`, would have to fire on).
 The critics' healthy runs are in `critics.py`; the induced failures' latencies in `latency.py`.
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,7 +45,12 @@ from template_gan import TemplateGAN, digit_images_loader
 
 from lightning_gan_monitor import GANMonitor
 
-AT_ONCE = (0.1, 0.95)  # the thresholds of tests/test_cause_first.py
+DEFAULTS = inspect.signature(GANMonitor).parameters
+AT_ONCE = (
+    DEFAULTS["collapse_at_once_diversity_below"].default,
+    DEFAULTS["collapse_at_once_near_duplicates_above"].default,
+)
+LOW_DIVERSITY = 0.35
 
 
 @dataclass(frozen=True)
@@ -100,7 +108,22 @@ def run(kind: Kind, seed: int, batches: int) -> dict[str, Any]:
         "min_diversity": min((r["diversity"] for r in counted), default=float("nan")),
         "max_near_duplicates": max((r["near_duplicates"] for r in counted), default=float("nan")),
         "at_once": [r["batch"] for r in counted if r["diversity"] < AT_ONCE[0] and r["near_duplicates"] > AT_ONCE[1]],
+        "low_run": longest_run([r["diversity"] < LOW_DIVERSITY for r in counted]),
     }
+
+
+def longest_run(flags: list[bool]) -> int:
+    """The most consecutive true flags.
+
+    Example:
+        >>> longest_run([True, False, True, True])
+        2
+    """
+    longest = current = 0
+    for flag in flags:
+        current = current + 1 if flag else 0
+        longest = max(longest, current)
+    return longest
 
 
 def measure(quick: bool = False) -> list[dict[str, Any]]:
@@ -126,19 +149,23 @@ def table(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 + (": " + "; ".join(f"seed {r['seed']}: {r['diagnoses']}" for r in fired) if fired else ""),
                 "lowest diversity at a check": f"{min(r['min_diversity'] for r in runs):.3f}",
                 "highest near-duplicates at a check": f"{max(r['max_near_duplicates'] for r in runs):.3f}",
-                "checks where 'at once' (0.1, 0.95) would fire": sum(len(r["at_once"]) for r in runs),
+                AT_ONCE_COLUMN: sum(len(r["at_once"]) for r in runs),
+                LOW_COLUMN: max(r["low_run"] for r in runs),
             }
         )
     return lines
 
 
+AT_ONCE_COLUMN = f"checks meeting the 'at once' values (diversity < {AT_ONCE[0]:g}, near-duplicates > {AT_ONCE[1]:g})"
+LOW_COLUMN = f"most checks in a row with diversity < {LOW_DIVERSITY:g}"
 COLUMNS = [
     "healthy GAN",
     "runs x batches",
     "runs with a firing (defaults)",
     "lowest diversity at a check",
     "highest near-duplicates at a check",
-    "checks where 'at once' (0.1, 0.95) would fire",
+    AT_ONCE_COLUMN,
+    LOW_COLUMN,
 ]
 
 

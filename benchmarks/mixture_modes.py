@@ -7,19 +7,22 @@ A ring of 8 Gaussians (radius 2, std 0.02) and a 5x5 grid of 25 (spacing 2, std 
 high-quality if it lies within 3 standard deviations of its nearest mode; a mode is captured if it is the nearest
 mode of at least one high-quality point (out of 2500 generated points). Vanilla GANs train over several seeds, and a
 deliberately collapsing generator (it ignores its noise) as a control. At each of the monitor's diversity checks the
-true number of modes captured is logged beside the monitor's ``gan/coverage`` and ``gan/diversity``; the report gives
-their Spearman rank correlation over all checks of all runs, and whether the mode-collapse rule (default settings,
-``on_failure="warn"`` so that runs go on) fired on the runs that captured at most 2 modes, and never on the runs that
-captured them all.
+true number of modes captured is logged beside the monitor's ``gan/coverage``, ``gan/mode_coverage`` and
+``gan/diversity``, and beside coverage and mode coverage with other sample sizes and k (on 2500 generated points and
+a fresh real sample); the report gives their Spearman rank correlation over all checks of all runs, and whether the
+mode-collapse rule (default settings, ``on_failure="warn"`` so that runs go on) fired on the runs that captured at
+most 2 modes, and never on the runs that captured them all.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import math
 import statistics
 import time
+from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
@@ -30,6 +33,12 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_gan_monitor import FailureMode, GANMonitor
+from lightning_gan_monitor.functional import coverage, mode_coverage
+
+MODE_VARIANTS = ((256, 512, 5), (256, 512, 10), (1024, 1024, 5))
+#: Coverage measured beside the monitor's, at each check: (generated samples, real samples, k). The first is what
+#: the monitor measures at its defaults (a training batch of 256 against a reservoir of 512, k = 5).
+COVERAGE_VARIANTS = ((256, 512, 5), (256, 512, 10), (256, 512, 20), (1024, 1024, 5), (1024, 1024, 20), (2500, 2048, 5))
 
 
 def mixture(name: str) -> tuple[Tensor, float]:
@@ -106,7 +115,15 @@ class TruthAtChecks(pl.Callback):
         with torch.no_grad():
             points = pl_module.generator(torch.randn(2500, pl_module.hparams.latent_dim, generator=self.rng))
         modes, quality = modes_captured(points, self.name)
-        self.rows.append({"batch": self.batches, "modes": modes, "high_quality": quality, **self.monitor.diversity})
+        real = sample(self.name, 2048, self.rng)
+        variants = {
+            f"coverage n={n} m={m} k={k}": coverage(points[:n], real[:m], k).item() for n, m, k in COVERAGE_VARIANTS
+        }
+        for n, m, k in MODE_VARIANTS:
+            variants[f"mode coverage n={n} m={m} k={k}"] = mode_coverage(points[:n], real[:m], k).item()
+        logged = trainer.callback_metrics["gan/mode_coverage"].item()  # the monitor's, at this check
+        row = {"batch": self.batches, "modes": modes, "high_quality": quality, **self.monitor.diversity}
+        self.rows.append({**row, "mode_coverage": logged, **variants})
 
 
 def run(name: str, seed: int, batches: int, collapse: bool) -> dict[str, Any]:
@@ -149,7 +166,8 @@ def correlations(runs: list[dict[str, Any]]) -> dict[str, float]:
     checks = [(c, r["total_modes"]) for r in runs for c in r["checks"]]
     share = [c["modes"] / total for c, total in checks]
     result = {}
-    for key in ("coverage", "diversity", "near_duplicates", "density"):
+    variants = [key for key in checks[0][0] if "coverage n=" in key] if checks else []
+    for key in ("coverage", "mode_coverage", "diversity", "near_duplicates", "density", *variants):
         values = [c[key] for c, _ in checks]
         result[key] = float(spearmanr(share, values).statistic)
     return result
@@ -159,11 +177,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="the ring, one seed, 400 batches (for CI)")
     parser.add_argument("--batches", type=int, default=None, help="training batches per run")
+    parser.add_argument("--dump", default=None, help="also write every run's checks to this JSON file")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 keeps a shared machine steadier)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     print(f"# Mode collapse on 2-D mixtures, {datetime.date.today()}\n\nMachine: {machine()}\n")
     runs = measure(args.quick, batches=args.batches)
+    if args.dump:
+        Path(args.dump).write_text(json.dumps(runs, indent=1))
     rows = [
         {
             "mixture": r["mixture"],
@@ -188,9 +209,12 @@ def main(argv: list[str] | None = None) -> int:
     for label, group in (("at most 2 modes", few), ("every mode", all_)):
         fired = sum(r["fired_at"] is not None for r in group)
         print(f"\nRuns ending with {label}: {len(group)}, the rule fired on {fired}.")
-    print("\nPer check (batch: modes captured, coverage, diversity):")
+    print("\nPer check (batch: modes captured, coverage, mode coverage, diversity):")
     for r in runs:
-        trace = ", ".join(f"{c['batch']}: {c['modes']} {c['coverage']:.2f} {c['diversity']:.2f}" for c in r["checks"])
+        trace = ", ".join(
+            f"{c['batch']}: {c['modes']} {c['coverage']:.2f} {c['mode_coverage']:.2f} {c['diversity']:.2f}"
+            for c in r["checks"]
+        )
         print(f"- {r['mixture']} {r['generator']} seed {r['seed']}: {trace}")
     print(f"\nmedian seconds per run: {statistics.median(r['seconds'] for r in runs):.1f}")
     return 0

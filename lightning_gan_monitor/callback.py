@@ -300,8 +300,16 @@ class GANMonitorBase(MonitorState, MonitorArguments):
         holding = self._tracker.holding_now()
         if self._watch is not None and self._watch.tracker is not None:
             holding += self._watch.tracker.holding_now()
+        reading = self._reading
+        caveat = ""
+        if reading.from_logits == "auto" and reading.decided == "logits":  # guessed: maybe a critic's scores
+            caveat = (
+                "D's outputs were read as logits because some lay outside [0, 1] (`output='auto'`): if D is a "
+                "Wasserstein critic or a hinge discriminator, its scores are not logits and these thresholds do not "
+                "apply; pass `output='critic'`."
+            )
         stopping, diagnoses = decide(
-            fired, self.on_failure, self._batches_seen, self._check_every, training_over, collapse, holding
+            fired, self.on_failure, self._batches_seen, self._check_every, training_over, collapse, holding, caveat
         )
         for diagnosis in diagnoses:
             self._report(trainer, diagnosis, stops=diagnosis is stopping)

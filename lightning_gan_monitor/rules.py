@@ -256,6 +256,9 @@ _NOUNS = {
 }
 
 
+DOMINANCE = frozenset({FailureMode.DISCRIMINATOR_DOMINATES, FailureMode.GENERATOR_DOMINATES})
+
+
 class Holding(NamedTuple):
     """A failure rule whose condition holds at a check, fired or not: named beside another rule's diagnosis."""
 
@@ -443,6 +446,7 @@ def decide(
     training_over: bool = False,
     collapse: Mapping[str, float] | None = None,
     holding: Sequence[Holding] = (),
+    caveat: str = "",
 ) -> tuple[Diagnosis | None, list[Diagnosis]]:
     """Whether to stop, and the diagnosis of every firing (a pure function: the same numbers give the same answer).
 
@@ -457,6 +461,7 @@ def decide(
         holding: the failure rules whose condition holds at this check (:meth:`ScoreTracker.holding_now`,
             :meth:`~lightning_gan_monitor.collapse.CollapseTracker.holding_now`): a diagnosis names every other one
             after its own, with the reason for the order (:func:`also_holding`), and lists them in ``also``.
+        caveat: a sentence for the diagnosis of a dominance (how D's outputs were read, when the monitor guessed).
 
     Returns:
         ``(stopping, diagnoses)``: the diagnosis that stops training (the first firing that does), or None to go on;
@@ -474,13 +479,12 @@ def decide(
     """
     ordered = sorted(firings, key=lambda f: f.batch)  # stable: rules of one batch keep their priority order
     if collapse is not None:  # cause first: a collapsed generator is what lets a discriminator dominate
-        dominance = (FailureMode.DISCRIMINATOR_DOMINATES, FailureMode.GENERATOR_DOMINATES)
         ordered = [
             f._replace(
                 rule=CollapseFirst(f.rule.patience, f.rule, tuple(collapse.items())),
                 evidence={**f.evidence, **collapse},
             )
-            if f.rule.failure in dominance
+            if f.rule.failure in DOMINANCE
             else f
             for f in ordered
         ]
@@ -495,7 +499,8 @@ def decide(
         also = also_holding(firing.rule.failure, others) if firing.rule.failure is not None else ""
         critic = getattr(firing.rule, "critic", False)  # the other rules of a critic's run advise for a critic too
         more = [r for h in others if h.rule.failure for r in remedies_for(h.rule.failure, critic)]
-        text = " ".join(filter(None, (also, note)))
+        named = {firing.rule.failure, getattr(getattr(firing.rule, "dominance", None), "failure", None)}
+        text = " ".join(filter(None, (also, caveat if DOMINANCE & named else "", note)))
         message = format_message(firing.rule, firing.batch, firing.held_for, firing.evidence, text, more)
         failures = tuple(h.rule.failure for h in others if h.rule.failure is not None)
         diagnoses.append(

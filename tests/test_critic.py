@@ -9,9 +9,9 @@ import logging
 import pytest
 import pytorch_lightning as pl
 import torch
-from conftest import RecordOutputs, make_trainer
+from conftest import RecordOutputs, fit_digits, make_trainer
 from critic_gans import CriticGAN
-from digits_gan import load_digits_tensor, make_dataloader
+from digits_gan import SCENARIOS, load_digits_tensor, make_dataloader
 from pytorch_lightning.loggers import TensorBoardLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -104,6 +104,17 @@ def test_critic_read_as_logits_says_how_to_read_a_critic(tmp_path, caplog):
         fit_critic(tmp_path, "wgan-gp", batches=56, monitor_kwargs={"output": "auto"})
     said = " ".join(r.getMessage() for r in caplog.records if "reading the discriminator" in r.getMessage())
     assert "as logits" in said and "`output='critic'` for a Wasserstein critic" in said
+
+
+@pytest.mark.parametrize("output", ["auto", "logit"])
+def test_critic_a_dominance_read_from_guessed_logits_says_a_critic_is_read_otherwise(tmp_path, output):
+    # the digits GAN's D gives logits: guessed with "auto", the diagnosis says what a critic would need; given, not
+    monitor = GANMonitor(output=output, on_failure="warn", verbose=False)
+    fit_digits(tmp_path, [monitor], epochs=60, **SCENARIOS["g-dominates"])
+    (diagnosis,) = [d for d in monitor.diagnoses if d.failure is FailureMode.GENERATOR_DOMINATES]
+    caveat = "D's outputs were read as logits because some lay outside [0, 1] (`output='auto'`)"
+    assert (caveat in diagnosis.message) == (output == "auto")
+    assert ("pass `output='critic'`" in diagnosis.message) == (output == "auto")
 
 
 def test_critic_output_and_from_logits_must_agree():
