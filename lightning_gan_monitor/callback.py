@@ -28,8 +28,9 @@ from lightning_gan_monitor.diagnosis import Diagnosis, FailureMode, GANMonitorWa
 from lightning_gan_monitor.diversity import DiversityWatch
 from lightning_gan_monitor.history import RunSummary, ScoreHistory, collapsed_batches, regime_counts, summarize
 from lightning_gan_monitor.names import DIVERSITY_NAMES, NUM_STATS, RANK_NAMES, RANK_STAT_NAMES, SCORE_NAMES
-from lightning_gan_monitor.rules import VALUE_NAMES, Firing, ScoreTracker, decide
+from lightning_gan_monitor.rules import VALUE_NAMES, Firing, decide
 from lightning_gan_monitor.sources import Sources, real_samples
+from lightning_gan_monitor.tracker import ScoreTracker
 
 if TYPE_CHECKING:
     import pytorch_lightning as pl

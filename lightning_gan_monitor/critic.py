@@ -2,7 +2,7 @@
 
 A critic's scores have no fixed offset, so the probability rules (thresholds on mean sigmoid outputs) mean nothing
 for it; these look at how it orders real and generated samples (the AUC) and at the gap between its mean scores,
-which :class:`~lightning_gan_monitor.rules.ScoreTracker` smooths like the other values (plain Python, no torch).
+which :class:`~lightning_gan_monitor.tracker.ScoreTracker` smooths like the other values (plain Python, no torch).
 """
 
 from __future__ import annotations

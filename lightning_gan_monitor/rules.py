@@ -1,19 +1,19 @@
 """The rules and the decision, as plain Python over host numbers (no torch, no Lightning).
 
 A check reads the batches since the last check back from the device once (:mod:`lightning_gan_monitor.accumulate`)
-and hands them here as plain floats: :class:`ScoreTracker` smooths the scores and counts, per rule, for how many
-consecutive batches its condition has held; :class:`CollapseTracker` does the same for the mode-collapse rule over
-diversity checks; :func:`decide` turns what fired into ``(stop, diagnoses)``, in the spirit of Lightning's
+and hands them on as plain floats: :class:`~lightning_gan_monitor.tracker.ScoreTracker` smooths the scores and
+counts, per rule, for how many consecutive batches its condition has held;
+:class:`~lightning_gan_monitor.collapse.CollapseTracker` does the same for the mode-collapse rule over diversity
+checks; :func:`decide` turns what fired into ``(stop, diagnoses)``, in the spirit of Lightning's
 ``EarlyStopping._evaluate_stopping_criteria``. Every rank feeds them the same gathered numbers, so every rank takes
 the same decision.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, NamedTuple
+from typing import ClassVar, NamedTuple
 
 from lightning_gan_monitor.diagnosis import (
     Diagnosis,
@@ -41,14 +41,9 @@ __all__ = [
     "Holding",
     "NonFinite",
     "Rule",
-    "ScoreTracker",
     "StoppingReason",
     "decide",
 ]
-
-#: One batch as the rules see it: its four scores (NaN where it had no such outputs) or None when nothing was
-#: observed in it (a probing monitor observes every few batches), and whether a value was NaN or infinite.
-Batch = tuple[Sequence[float] | None, bool]
 
 
 @dataclass(frozen=True)
@@ -256,7 +251,7 @@ _NOUNS = {
 }
 
 
-DOMINANCE = frozenset({FailureMode.DISCRIMINATOR_DOMINATES, FailureMode.GENERATOR_DOMINATES})
+_DOMINANCE = frozenset({FailureMode.DISCRIMINATOR_DOMINATES, FailureMode.GENERATOR_DOMINATES})
 
 
 class Holding(NamedTuple):
@@ -287,12 +282,16 @@ class Holding(NamedTuple):
         return f"the {title(rule.failure).lower()} ({how_long}{': ' + values if values else ''})"
 
 
+def _named(rule: Rule) -> set[FailureMode | None]:
+    """The failures a diagnosis by ``rule`` names (:class:`CollapseFirst` names its dominance too)."""
+    return {rule.failure, getattr(getattr(rule, "dominance", None), "failure", None)}
+
+
 def beside(named: Rule, holding: Sequence[Holding]) -> list[Holding]:
     """The failures in ``holding`` that a diagnosis by ``named`` does not name already (none for a success rule)."""
     if named.failure is None:
         return []
-    covered = {named.failure, getattr(getattr(named, "dominance", None), "failure", None)}  # CollapseFirst: both
-    return [h for h in holding if h.rule.failure is not None and h.rule.failure not in covered]
+    return [h for h in holding if h.rule.failure is not None and h.rule.failure not in _named(named)]
 
 
 def also_holding(primary: FailureMode, others: Sequence[Holding]) -> str:
@@ -325,119 +324,6 @@ class Firing(NamedTuple):
     evidence: dict[str, float]
 
 
-class ScoreTracker:
-    """The smoothed scores and, per rule, for how many consecutive batches its condition has held (host state).
-
-    :meth:`update` takes the batches since the last check one by one, so a rule is found to fire at the exact batch
-    its patience ran out, even though the host only looks at checks. A rule fires once per stretch of its condition
-    (it is latched until the condition breaks).
-
-    Args:
-        rules: the rules to track, in priority order.
-        smoothing: decay of the bias-corrected exponential moving average of the per-batch scores (0: none).
-
-    Example:
-        >>> tracker = ScoreTracker([GeneratorDominates(patience=3)], smoothing=0.0)
-        >>> dominated = ([0.95, 0.3, 0.0, 0.6], False)
-        >>> [(f.batch, f.held_for) for f in tracker.update([dominated] * 4)]
-        [(3, 3)]
-
-    """
-
-    def __init__(self, rules: Sequence[Rule], smoothing: float) -> None:
-        self.rules = tuple(rules)
-        self.smoothing = smoothing
-        self.reset()
-
-    def reset(self) -> None:
-        """Forget everything seen."""
-        n = len(self.rules)
-        self.batches = 0
-        self.gap = 0  # batches since the last observed one
-        self.ema = [0.0] * len(VALUE_NAMES)
-        self.weight = [0.0] * len(VALUE_NAMES)
-        self.gap_peak = -math.inf  # the highest smoothed gap so far (for CriticDominates)
-        self.held = [0] * n
-        self.latched = [False] * n
-        self.holding = [False] * n
-        #: Batches per rule in which it was the first failure rule whose condition held, then (last) those where
-        #: none held: the summary's regimes.
-        self.regime_batches = [0] * (n + 1)
-
-    @property
-    def scores(self) -> dict[str, float]:
-        """The bias-corrected smoothed values of ``VALUE_NAMES`` (NaN where nothing has been seen)."""
-        return {
-            name: ema / weight if weight > 0 else math.nan
-            for name, ema, weight in zip(VALUE_NAMES, self.ema, self.weight)
-        }
-
-    def holding_now(self) -> list[Holding]:
-        """The failure rules whose condition held at the latest observed batch, fired or not, in priority order."""
-        scores = self.scores
-        return [
-            Holding(rule, held, scores)
-            for rule, holding, held in zip(self.rules, self.holding, self.held)
-            if holding and rule.failure is not None
-        ]
-
-    def update(self, batches: Sequence[Batch]) -> list[Firing]:
-        """Take the batches since the last check, in order; returns the firings among them, in order.
-
-        A batch with nothing observed changes nothing; the next observed batch stands for it too (its condition
-        counts for every batch since the previous observation), so ``patience`` counts batches, not observations.
-        """
-        firings = []
-        decay = self.smoothing
-        for scores, non_finite in batches:
-            self.batches += 1
-            if scores is not None or non_finite:
-                for i, x in enumerate(scores or ()):
-                    if not math.isnan(x):  # a score with no finite input keeps its value
-                        self.ema[i] = decay * self.ema[i] + (1 - decay) * x
-                        self.weight[i] = decay * self.weight[i] + (1 - decay)
-                smoothed = self.scores
-                if not math.isnan(smoothed["gap"]):
-                    self.gap_peak = max(self.gap_peak, smoothed["gap"])
-                smoothed["gap_peak"] = self.gap_peak
-                self.holding = [rule.holds(smoothed, non_finite) for rule in self.rules]
-                gap, self.gap = self.gap + 1, 0
-                for i, rule in enumerate(self.rules):
-                    if not self.holding[i]:
-                        self.held[i], self.latched[i] = 0, False
-                        continue
-                    self.held[i] += gap
-                    if self.held[i] >= rule.patience and not self.latched[i]:
-                        self.latched[i] = True
-                        evidence = {k: smoothed[k] for k in rule.evidence if not math.isnan(smoothed.get(k, math.nan))}
-                        firings.append(Firing(rule, self.batches, self.held[i], evidence))
-            else:
-                self.gap += 1
-            regime = next((i for i, r in enumerate(self.rules) if self.holding[i] and r.failure), len(self.rules))
-            self.regime_batches[regime] += 1
-        return firings
-
-    def state_dict(self) -> dict[str, Any]:
-        """Everything needed to continue exactly."""
-        names = ("batches", "gap", "ema", "weight", "held", "latched", "holding", "regime_batches", "gap_peak")
-        return {name: getattr(self, name) for name in names}
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> list[str]:
-        """Restore :meth:`state_dict`; returns the names it could not restore (absent, or sized for other rules)."""
-        skipped = []
-        state = dict(state)
-        for name in ("ema", "weight"):  # saved before the rank values were smoothed too: they start afresh
-            if isinstance(state.get(name), list) and len(state[name]) == len(SCORE_NAMES):
-                state[name] = [*state[name], *[0.0] * len(RANK_NAMES)]
-        for name, value in state.items():
-            current = getattr(self, name, None)
-            if isinstance(current, list) and (not isinstance(value, list) or len(value) != len(current)):
-                skipped.append(name)
-            elif current is not None:
-                setattr(self, name, list(value) if isinstance(value, list) else value)
-        return skipped
-
-
 def decide(
     firings: Sequence[Firing],
     on_failure: str,
@@ -451,16 +337,17 @@ def decide(
     """Whether to stop, and the diagnosis of every firing (a pure function: the same numbers give the same answer).
 
     Args:
-        firings: what fired since the last check, from :meth:`ScoreTracker.update` and :meth:`CollapseTracker.update`.
+        firings: what fired since the last check, from the trackers' ``update`` (:mod:`lightning_gan_monitor.tracker`,
+            :mod:`lightning_gan_monitor.collapse`).
         on_failure: ``"stop"`` or ``"warn"``; a success rule (``Converged``) always stops.
         batch: the training batch of this check (where training stops if it does).
         check_every: batches between two checks, for the message.
         training_over: the check at the end of fit: nothing is left to stop.
         collapse: the latest diversity values, when they met the mode-collapse condition (None: they did not): a
             dominance rule that fires then is diagnosed as mode collapse first (:class:`CollapseFirst`).
-        holding: the failure rules whose condition holds at this check (:meth:`ScoreTracker.holding_now`,
-            :meth:`~lightning_gan_monitor.collapse.CollapseTracker.holding_now`): a diagnosis names every other one
-            after its own, with the reason for the order (:func:`also_holding`), and lists them in ``also``.
+        holding: the failure rules whose condition holds at this check (the trackers' ``holding_now``): a
+            diagnosis names every other one after its own, with the reason for the order (:func:`also_holding`),
+            and lists them in ``also``.
         caveat: a sentence for the diagnosis of a dominance (how D's outputs were read, when the monitor guessed).
 
     Returns:
@@ -484,7 +371,7 @@ def decide(
                 rule=CollapseFirst(f.rule.patience, f.rule, tuple(collapse.items())),
                 evidence={**f.evidence, **collapse},
             )
-            if f.rule.failure in DOMINANCE
+            if f.rule.failure in _DOMINANCE
             else f
             for f in ordered
         ]
@@ -499,8 +386,7 @@ def decide(
         also = also_holding(firing.rule.failure, others) if firing.rule.failure is not None else ""
         critic = getattr(firing.rule, "critic", False)  # the other rules of a critic's run advise for a critic too
         more = [r for h in others if h.rule.failure for r in remedies_for(h.rule.failure, critic)]
-        named = {firing.rule.failure, getattr(getattr(firing.rule, "dominance", None), "failure", None)}
-        text = " ".join(filter(None, (also, caveat if DOMINANCE & named else "", note)))
+        text = " ".join(filter(None, (also, caveat if _DOMINANCE & _named(firing.rule) else "", note)))
         message = format_message(firing.rule, firing.batch, firing.held_for, firing.evidence, text, more)
         failures = tuple(h.rule.failure for h in others if h.rule.failure is not None)
         diagnoses.append(

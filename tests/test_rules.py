@@ -21,11 +21,11 @@ from lightning_gan_monitor.rules import (
     GeneratorDominates,
     NonFinite,
     Rule,
-    ScoreTracker,
     StoppingReason,
     decide,
 )
 from lightning_gan_monitor.tensorboard import to_markdown
+from lightning_gan_monitor.tracker import ScoreTracker
 
 HEALTHY = (0.5, 0.5)  # (D on fakes, D on reals), as probabilities
 D_DOMINATES = (0.02, 0.98)
@@ -198,13 +198,14 @@ def test_rules_messages_state_evidence_and_remedies():
 
 def test_rules_module_does_not_import_lightning():
     code = (
-        "import sys, lightning_gan_monitor.rules, lightning_gan_monitor.metrics, lightning_gan_monitor.functional\n"
+        "import sys, lightning_gan_monitor.rules, lightning_gan_monitor.tracker, lightning_gan_monitor.metrics, "
+        "lightning_gan_monitor.functional\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('pytorch_lightning', 'lightning')))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
     # and the decision path is plain Python: rules, diagnosis, history and names import no torch
-    for module in ("rules", "diagnosis", "history", "names"):
+    for module in ("rules", "tracker", "diagnosis", "history", "names"):
         source = (Path(lightning_gan_monitor.__file__).parent / f"{module}.py").read_text()
         assert "import torch" not in source and "from torch" not in source, module
 
