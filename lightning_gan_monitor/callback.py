@@ -298,8 +298,8 @@ class GANMonitorBase(MonitorState, MonitorArguments):
             logged = values_from(sums[:NUM_STATS], sums[NUM_STATS:] if ranked else None, critic)
             self._log_values(trainer, dict(zip((f"gan/{name}" for name in VALUE_NAMES), logged)), metrics)
         collapse = self._watch.collapsed if self._watch is not None else None  # cause first, when it shows
-        holding = self._tracker.holding_now()
-        if self._watch is not None and self._watch.tracker is not None:
+        holding = self._tracker.holding_now() if fired else []  # named beside a diagnosis: only when one is made
+        if fired and self._watch is not None and self._watch.tracker is not None:
             holding += self._watch.tracker.holding_now()
         reading = self._reading
         caveat = ""
