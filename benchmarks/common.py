@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import datetime
 import itertools
 import os
@@ -233,3 +234,34 @@ def write_section(script: str, text: str, path: Path = RESULTS, name: str | None
     else:
         updated = (current.rstrip() + "\n\n" if current.strip() else "") + block + "\n"
     path.write_text(updated)
+
+
+def study_main(
+    argv: list[str] | None,
+    doc: str,
+    name: str,
+    measure: Any,
+    report: Any,
+    quick_help: str | None = None,
+) -> int:
+    """The command line of a study that writes a section of RESULTS.md (``critics``, ``false_alarms``, ...).
+
+    ``measure(quick)`` (``measure()`` without ``quick_help``: no ``--quick``) returns the rows;
+    ``report(rows, note, load_before, command)`` the section's text, which is printed, and with ``--write-results``
+    written to RESULTS.md under ``name``.
+    """
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    if quick_help:
+        parser.add_argument("--quick", action="store_true", help=quick_help)
+    parser.add_argument("--write-results", action="store_true", help="refresh the section of benchmarks/RESULTS.md")
+    parser.add_argument("--note", default="", help="said next to the date in RESULTS.md, e.g. how busy the machine was")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    load_before = load_average()
+    quick = bool(getattr(args, "quick", False))
+    command = f"python benchmarks/{name}.py" + (" --quick" if quick else "")
+    text = report(measure(quick) if quick_help else measure(), args.note, load_before, command)
+    print(text)
+    if args.write_results:
+        write_section(name, text)
+    return 0

@@ -14,22 +14,19 @@ critic's unbounded scores look like) show what the probability rules make of a c
 
 from __future__ import annotations
 
-import argparse
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
-import torch
 from common import (
-    load_average,
     load_digits_tensor,
     make_dataloader,
     markdown_table,
     provenance,
+    study_main,
     trainer,
-    write_section,
 )
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
@@ -150,19 +147,7 @@ def report(rows: list[dict[str, Any]], note: str, load_before: str, command: str
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="one seed, short runs (for CI)")
-    parser.add_argument("--write-results", action="store_true", help="refresh the section of benchmarks/RESULTS.md")
-    parser.add_argument("--note", default="", help="said next to the date in RESULTS.md, e.g. how busy the machine was")
-    args = parser.parse_args(argv)
-    torch.set_num_threads(1)
-    load_before = load_average()
-    command = "python benchmarks/critics.py" + (" --quick" if args.quick else "")
-    text = report(measure(args.quick), args.note, load_before, command)
-    print(text)
-    if args.write_results:
-        write_section("critics", text)
-    return 0
+    return study_main(argv, __doc__, "critics", measure, report, quick_help="one seed, short runs (for CI)")
 
 
 if __name__ == "__main__":

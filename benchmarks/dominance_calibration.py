@@ -16,7 +16,6 @@ behind the thresholds (`d_dominates_generator_below` 0.1, `d_dominates_discrimin
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 from pathlib import Path
@@ -26,13 +25,12 @@ import pytorch_lightning as pl
 import torch
 from common import (
     DigitsGAN,
-    load_average,
     load_digits_tensor,
     make_dataloader,
     markdown_table,
     provenance,
+    study_main,
     trainer,
-    write_section,
 )
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
@@ -189,12 +187,12 @@ COLUMNS = [
 ]
 
 
-def report(rows: list[dict[str, Any]], note: str, load_before: str) -> str:
+def report(rows: list[dict[str, Any]], note: str, load_before: str, command: str) -> str:
     return "\n".join(
         [
             "## Dominance: where induced dominance sits (three GANs)",
             "",
-            *provenance("python benchmarks/dominance_calibration.py", note, load_before),
+            *provenance(command, note, load_before),
             "",
             f"{BATCHES} batches a run, seeds {', '.join(map(str, SEEDS))} (one value per seed, separated by `;`); the "
             "smoothed scores the rules read (bias-corrected EMA, decay 0.9), after every batch.",
@@ -205,17 +203,7 @@ def report(rows: list[dict[str, Any]], note: str, load_before: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--write-results", action="store_true", help="refresh the section of benchmarks/RESULTS.md")
-    parser.add_argument("--note", default="", help="said next to the date in RESULTS.md, e.g. how busy the machine was")
-    args = parser.parse_args(argv)
-    torch.set_num_threads(1)
-    load_before = load_average()
-    text = report(measure(), args.note, load_before)
-    print(text)
-    if args.write_results:
-        write_section("dominance_calibration", text)
-    return 0
+    return study_main(argv, __doc__, "dominance_calibration", measure, report)
 
 
 if __name__ == "__main__":

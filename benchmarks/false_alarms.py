@@ -17,7 +17,6 @@ The critics' healthy runs are in `critics.py`; the induced failures' latencies i
 
 from __future__ import annotations
 
-import argparse
 import inspect
 import sys
 from dataclasses import dataclass
@@ -28,13 +27,12 @@ import pytorch_lightning as pl
 import torch
 from common import (
     DigitsGAN,
-    load_average,
     load_digits_tensor,
     make_dataloader,
     markdown_table,
     provenance,
+    study_main,
     trainer,
-    write_section,
 )
 from mixture_modes import MixtureGAN, sample
 from torch.utils.data import DataLoader, TensorDataset
@@ -188,19 +186,8 @@ def report(rows: list[dict[str, Any]], note: str, load_before: str, command: str
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="one seed of each kind, short runs (for CI)")
-    parser.add_argument("--write-results", action="store_true", help="refresh the section of benchmarks/RESULTS.md")
-    parser.add_argument("--note", default="", help="said next to the date in RESULTS.md, e.g. how busy the machine was")
-    args = parser.parse_args(argv)
-    torch.set_num_threads(1)
-    load_before = load_average()
-    command = "python benchmarks/false_alarms.py" + (" --quick" if args.quick else "")
-    text = report(measure(args.quick), args.note, load_before, command)
-    print(text)
-    if args.write_results:
-        write_section("false_alarms", text)
-    return 0
+    quick_help = "one seed of each kind, short runs (for CI)"
+    return study_main(argv, __doc__, "false_alarms", measure, report, quick_help=quick_help)
 
 
 if __name__ == "__main__":

@@ -93,13 +93,18 @@ def _duplicates(d_ff: Tensor, d_rr: Tensor, factor: float) -> Tensor:
     return (_nearest_other(d_ff[:size, :size]) <= threshold).float().mean()
 
 
+def _radii(d_rr: Tensor, nearest_k: int) -> Tensor:
+    """Each real sample's distance to its ``nearest_k``-th nearest real neighbour, from the real-real distances."""
+    # The k+1-th smallest distance of a row counts the point itself (0) first, as in Naeem et al.'s code; an
+    # identical copy of the point is an ordinary neighbour, so duplicated real samples get a radius of 0.
+    return d_rr.topk(nearest_k + 1, dim=1, largest=False).values[:, -1]  # the k+1-th smallest: faster than kthvalue
+
+
 def _density_coverage(d_rr: Tensor, d_rf: Tensor, nearest_k: int) -> tuple[Tensor, Tensor]:
     if d_rr.shape[0] <= nearest_k:
         nan = torch.full((), float("nan"), device=d_rr.device)
         return nan, nan
-    # The k+1-th smallest distance of a row counts the point itself (0) first, as in Naeem et al.'s code; an
-    # identical copy of the point is an ordinary neighbour, so duplicated real samples get a radius of 0.
-    radii = d_rr.topk(nearest_k + 1, dim=1, largest=False).values[:, -1]  # the k+1-th smallest: faster than kthvalue
+    radii = _radii(d_rr, nearest_k)
     inside = d_rf <= radii.unsqueeze(1)  # (m, n): generated sample j lies in the ball of real sample i
     return inside.sum(dim=0).float().mean() / nearest_k, inside.any(dim=1).float().mean()
 
@@ -295,9 +300,7 @@ def real_reference(real: Tensor, nearest_k: int = 5, fakes: int | None = None) -
     size = min(fakes if fakes is not None else m, m)
     nan = torch.full((), float("nan"), device=real.device)
     nearest_median = _nearest_other(d_rr[:size, :size]).median() if size >= 2 else nan
-    # The k+1-th smallest distance of a row counts the point itself (0) first, as in Naeem et al.'s code; an
-    # identical copy of the point is an ordinary neighbour, so duplicated real samples get a radius of 0.
-    radii = d_rr.topk(nearest_k + 1, dim=1, largest=False).values[:, -1] if m > nearest_k else None
+    radii = _radii(d_rr, nearest_k) if m > nearest_k else None
     return RealReference(real, _mean_off_diagonal(d_rr), size, nearest_median, radii, nearest_k)
 
 

@@ -15,7 +15,14 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from lightning_gan_monitor.functional.diversity import _check_factor, _check_k, _features, _pair, pairwise_distances
+from lightning_gan_monitor.functional.diversity import (
+    _check_factor,
+    _check_k,
+    _features,
+    _pair,
+    _radii,
+    pairwise_distances,
+)
 
 __all__ = ["MODE_FEATURES", "MODE_SCALE", "mode_coverage", "mode_labels", "modes_reached"]
 
@@ -48,7 +55,7 @@ def mode_labels(real: Tensor, nearest_k: int = 5) -> tuple[Tensor, Tensor, int]:
     if m <= nearest_k:
         raise ValueError(f"mode coverage needs more real samples than `nearest_k`={nearest_k}, got {m}")
     d_rr = pairwise_distances(real)
-    radii = d_rr.topk(nearest_k + 1, dim=1, largest=False).values[:, -1]  # the point itself first, as in coverage
+    radii = _radii(d_rr, nearest_k)  # the balls of density and coverage
     linked = (d_rr <= radii.unsqueeze(1)) | (d_rr <= radii.unsqueeze(0))  # holds the diagonal
     labels = torch.arange(m, device=real.device)
     while True:  # labels only decrease and stay indices of the same component: they reach its smallest index
