@@ -21,7 +21,7 @@ from lightning_gan_monitor.metrics import (
 if TYPE_CHECKING:
     from lightning_gan_monitor.pytorch_lightning import GANMonitor
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 __all__ = [
     "Coverage",

@@ -115,6 +115,10 @@ class Window(NamedTuple):
     def __len__(self) -> int:
         return len(self.rows)
 
+    def then(self, later: Window) -> Window:
+        """The batches of this window, then those of ``later`` (a window held back until D's reading is decided)."""
+        return Window(self.rows + later.rows, self.ranks + later.ranks)
+
     def batches(self, logits: bool) -> list[BatchSums]:
         """The batches' statistics with D's outputs read as logits or as probabilities."""
         r = int(logits)
@@ -232,22 +236,27 @@ class Reading:
     ``output="critic"`` (a Wasserstein critic or a hinge discriminator: scores with no fixed offset) reads them
     through their order only: the four probability scores are not computed, the values of ``RANK_NAMES`` are.
 
-    ``from_logits="auto"`` decides at the first check: logits if an output lies outside [0, 1], else probabilities,
-    and says so once. If outputs outside [0, 1] come later, after a start that looked like probabilities, it reads
-    them as logits from that window on (the window itself included) and warns that earlier scores were read as
-    probabilities. ``True`` warns once if every output stayed inside [0, 1] over the first ``check_every`` batches
-    (a sigmoid would be applied twice); ``False`` raises at the first output outside [0, 1].
+    ``output="auto"`` decides on the first window of ``check_every`` batches, not on one batch: logits as soon as an
+    output lies outside [0, 1] (no probability can), probabilities once a whole window stayed inside it (a fresh logit
+    D can keep every output of its first batches inside [0, 1]; one that trains for a window does not). Until then
+    :meth:`choose` returns None and the caller holds the window back. The choice is said once, as provisional, in an
+    info line. If outputs outside [0, 1] come later, it reads them as logits from that window on (the window itself
+    included): silently when nothing was logged yet, else with a warning that the earlier scores were read as
+    probabilities. ``output="logit"`` warns once if every output stayed inside [0, 1] over the first ``check_every``
+    batches (a sigmoid would be applied twice); ``output="probability"`` raises at the first output outside [0, 1].
 
     Args:
         output: ``"auto"``, ``"probability"``, ``"logit"`` or ``"critic"`` (``from_logits``: ``True`` is
             ``"logit"``, ``False`` is ``"probability"``).
-        check_every: batches of the first window over which ``output="logit"`` is checked.
+        check_every: batches of the first window, over which ``"auto"`` decides and ``output="logit"`` is checked.
         say: called with ``(message, is_warning)`` for what the reading tells the user.
 
     Example:
         >>> said = []
         >>> reading = Reading("auto", 20, lambda message, warn: said.append(message))
-        >>> reading.choose(outside=True, first=1, last=1), reading.decided
+        >>> reading.choose(outside=False, first=1, last=1) is None  # one batch is not enough evidence
+        True
+        >>> reading.choose(outside=True, first=1, last=20), reading.decided
         (True, 'logits')
         >>> print(said[0].split(" (")[0])
         GANMonitor: reading the discriminator's outputs as logits
@@ -262,8 +271,20 @@ class Reading:
         self.decided: str | None = None  # "logits" or "probabilities", once decided
         self._inside_only = True  # every output inside [0, 1] so far (for the check of output="logit")
 
-    def choose(self, outside: bool, first: int, last: int) -> bool:
-        """Whether the window of batches ``first``..``last`` is read as logits.
+    @property
+    def guessed_logits(self) -> bool:
+        """Whether ``output="auto"`` chose logits (the user never said so)."""
+        return self.from_logits == "auto" and self.decided == "logits"
+
+    def choose(self, outside: bool, first: int, last: int, final: bool = False, logged: bool = True) -> bool | None:
+        """Whether the window of batches ``first``..``last`` is read as logits; None: not decided yet, hold it back.
+
+        Args:
+            outside: whether an output of the window lies outside [0, 1].
+            first: the window's first batch.
+            last: its last batch.
+            final: decide now whatever the evidence (a log point, a firing, the end of fit).
+            logged: whether scores were logged before this window (a later switch to logits then warns).
 
         Raises:
             ValueError: with ``output="probability"``, when an output is outside [0, 1].
@@ -292,28 +313,41 @@ class Reading:
                 )
             return True
         if self.decided is None:
+            if not outside and not final and last < self.check_every:
+                return None
             self.decided = "logits" if outside else "probabilities"
-            why = (
-                "some are outside [0, 1]; a sigmoid turns them into probabilities"
-                if outside
-                else f"all were inside [0, 1] in batch{'es' if last > first else ''} {first}"
-                + (f"-{last}" if last > first else "")
-            )
-            self.say(
-                f"GANMonitor: reading the discriminator's outputs as {self.decided} ({why}). Pass "
-                f"`GANMonitor(output={'logit' if outside else 'probability'!r})` to fix the reading"
-                + (", or `output='critic'` for a Wasserstein critic or a hinge discriminator." if outside else "."),
-                False,
-            )
+            batches = f"batch{'es' if last > first else ''} {first}" + (f"-{last}" if last > first else "")
+            if outside:
+                self.say(
+                    "GANMonitor: reading the discriminator's outputs as logits (some are outside [0, 1]; a sigmoid "
+                    "turns them into probabilities). Pass `GANMonitor(output='logit')` to say so (a Wasserstein critic "
+                    "or a hinge discriminator takes `output='critic'`).",
+                    False,
+                )
+            else:
+                self.say(
+                    f"GANMonitor: reading the discriminator's outputs as probabilities for now (every output of "
+                    f"{batches} lay in [0, 1]); outputs outside [0, 1] later switch the reading to logits. Pass "
+                    "`GANMonitor(output='probability')` or `output='logit'` to say which.",
+                    False,
+                )
         elif self.decided == "probabilities" and outside:
             self.decided = "logits"
-            self.say(
-                f"GANMonitor: the discriminator's outputs in batches {first}-{last} are outside [0, 1], after batches "
-                "that were all inside it: reading them as logits from batch "
-                f"{first} on. The scores logged before were computed as probabilities; if D returns logits, pass "
-                "`GANMonitor(output='logit')` (`output='critic'` for a Wasserstein critic or a hinge discriminator).",
-                True,
-            )
+            if logged:
+                self.say(
+                    f"GANMonitor: the discriminator's outputs in batches {first}-{last} are outside [0, 1], after "
+                    f"batches that were all inside it: reading them as logits from batch {first} on. The scores "
+                    "logged before were computed as probabilities; if D returns logits, pass "
+                    "`GANMonitor(output='logit')`.",
+                    True,
+                )
+            else:
+                self.say(
+                    f"GANMonitor: the discriminator's outputs in batches {first}-{last} are outside [0, 1]: reading "
+                    "them as logits from here on (nothing was logged before). Pass `GANMonitor(output='logit')` to "
+                    "say so.",
+                    False,
+                )
         return self.decided == "logits"
 
     def state_dict(self) -> dict[str, Any]:

@@ -42,6 +42,7 @@ _CONFIG_KEYS = (
     *("real_reservoir_size", "nearest_k", "near_duplicate_factor", "collapse_diversity_below"),
     *("collapse_near_duplicates_above", "collapse_coverage_below", "collapse_patience"),
     *("collapse_at_once_diversity_below", "collapse_at_once_near_duplicates_above"),
+    *("collapse_near_data_above", "collapse_moving_above"),
 )
 
 
@@ -97,6 +98,8 @@ class MonitorArguments:
         collapse_patience: int = DEFAULT_COLLAPSE_PATIENCE,
         collapse_at_once_diversity_below: float | None = 0.1,
         collapse_at_once_near_duplicates_above: float | None = 0.9,
+        collapse_near_data_above: float | None = 0.05,
+        collapse_moving_above: float = 0.1,
         image_every_n_epochs: int | None = 10,
         image_shape: list[int] | None = None,
         num_image_samples: int = 64,
@@ -118,7 +121,8 @@ class MonitorArguments:
                 an output is outside [0, 1]) and said once, switching to logits later if such outputs appear.
             rank_values: also log, for a D that is not a critic, what needs no threshold on its outputs
                 (``gan/auc``, ``gan/fake_detection_at_median``, ``gan/real_detection_at_median``, ``gan/gap``), as
-                for a critic; off by default: it costs about 0.6 ms more a check on a CPU.
+                for a critic. They are computed in any case (the "generator dominates" rule reads the AUC); off by
+                default only to keep the logs to the four scores.
             on_failure: ``"stop"`` sets ``trainer.should_stop`` when a failure rule fires; ``"warn"`` only reports.
             source: where D's outputs come from: ``"auto"`` (the training step's outputs if they hold the keys, else
                 probing), ``"outputs"`` or ``"probe"``.
@@ -133,8 +137,8 @@ class MonitorArguments:
             real_key: which part of a batch holds the real samples: an index into a tuple/list batch or a key into a
                 dict batch; a tensor batch is used whole.
             seed: seed of the monitor's own random generator for the probe's latent vectors.
-            smoothing: decay of the exponential moving average the rules look at (0: no smoothing; 0.9 averages over
-                about 10 observations).
+            smoothing: decay per training batch of the exponential moving average the rules look at (0: no
+                smoothing; 0.9 averages over about 10 batches, also when probing observes every 10th).
             d_dominates_generator_below: "discriminator dominates" needs the smoothed generator score below this...
             d_dominates_discriminator_above: ...and the smoothed discriminator score above this.
             g_dominates_generator_above: "generator dominates" when the smoothed generator score is above this.
@@ -144,8 +148,9 @@ class MonitorArguments:
                 for ``critic_patience`` batches.
             critic_patience: see ``d_dominates_auc_above``; None is 5 x ``patience`` (a healthy critic separates
                 every pair for hundreds of batches while it learns faster than the generator).
-            g_dominates_auc_below: for a critic, "generator dominates" when the smoothed AUC is below this (the critic
-                scores generated samples above real ones) for ``patience`` batches.
+            g_dominates_auc_below: "generator dominates" when the smoothed AUC is below this (D scores generated
+                samples above real ones) for ``patience`` batches: for a critic, and for any other D beside
+                ``g_dominates_generator_above`` (the AUC needs no calibration of D's probabilities).
             check_finite: stop (or warn) when D's outputs or the losses become NaN or infinite.
             non_finite_patience: consecutive batches with non-finite values before that rule fires.
             stop_on_convergence: also stop, as a success, once the smoothed fake-detection accuracy has stayed within
@@ -184,6 +189,16 @@ class MonitorArguments:
                 while a check shows it is diagnosed as mode collapse first: the diversity ratio below this...
             collapse_at_once_near_duplicates_above: ...and the near-duplicate rate above this. None for either: never
                 at once, and a dominance keeps its name.
+            collapse_near_data_above: a collapse is lost variety, or little variety in a generator that learns, not
+                the grey blur a fresh or frozen generator draws for every latent vector: the collapse condition
+                counts only if the diversity ratio fell to half its highest (G's at the first batch included), or
+                half the samples or more have an exact twin (the same output for another latent vector), or the
+                samples reach the data (their density or coverage at least this) or G's outputs on the monitor's
+                fixed latent vectors moved at least ``collapse_moving_above`` since the check before, while its
+                variety is not growing. Otherwise a dominance's diagnosis says the generator is
+                not learning. None: the condition alone is a collapse (version 0.2).
+            collapse_moving_above: see ``collapse_near_data_above``; in units of the real samples' mean pairwise
+                distance (logged as ``gan/movement``: 0 for a frozen generator).
             image_every_n_epochs: log a grid of ``G(z)`` for a fixed latent batch to TensorBoard as ``gan/samples``
                 every this many epochs (and real samples once as ``gan/real_samples``); None turns the grids off.
             image_shape: shape of one sample as an image, ``[C, H, W]`` or ``[H, W]``, for flat samples (e.g.
@@ -247,6 +262,8 @@ class MonitorArguments:
         self.collapse_patience = collapse_patience
         self.collapse_at_once_diversity_below = collapse_at_once_diversity_below
         self.collapse_at_once_near_duplicates_above = collapse_at_once_near_duplicates_above
+        self.collapse_near_data_above = collapse_near_data_above
+        self.collapse_moving_above = float(collapse_moving_above)
         self.image_every_n_epochs = image_every_n_epochs
         self.image_shape = list(image_shape) if image_shape is not None else None
         self.num_image_samples = num_image_samples
@@ -271,7 +288,8 @@ class MonitorArguments:
         else:
             below, above = self.d_dominates_generator_below, self.d_dominates_discriminator_above
             rules.append(DiscriminatorDominates(self.patience, generator_below=below, discriminator_above=above))
-            rules.append(GeneratorDominates(patience=self.patience, generator_above=self.g_dominates_generator_above))
+            above, auc = self.g_dominates_generator_above, self.g_dominates_auc_below
+            rules.append(GeneratorDominates(patience=self.patience, generator_above=above, auc_below=auc))
         if self.stop_on_convergence:
             patience = self.convergence_patience or self.patience
             key = "auc" if critic else "fake_detection_accuracy"

@@ -21,14 +21,15 @@ from torch import Tensor
 from typing_extensions import override
 
 from lightning_gan_monitor import tensorboard
-from lightning_gan_monitor.accumulate import Accumulator, Reading, values_from
+from lightning_gan_monitor.accumulate import Accumulator, Reading, Window, values_from
 from lightning_gan_monitor.arguments import DEFAULT_CHECK_EVERY, MonitorArguments
+from lightning_gan_monitor.cause import decide
 from lightning_gan_monitor.checkpoint import MonitorState
 from lightning_gan_monitor.diagnosis import Diagnosis, FailureMode, GANMonitorWarning, StoppingReason, say, turned_off
 from lightning_gan_monitor.diversity import DiversityWatch
 from lightning_gan_monitor.history import RunSummary, ScoreHistory, collapsed_batches, regime_counts, summarize
 from lightning_gan_monitor.names import DIVERSITY_NAMES, NUM_STATS, RANK_NAMES, RANK_STAT_NAMES, SCORE_NAMES
-from lightning_gan_monitor.rules import VALUE_NAMES, Firing, decide
+from lightning_gan_monitor.rules import VALUE_NAMES, Firing
 from lightning_gan_monitor.sources import Sources, real_samples
 from lightning_gan_monitor.tracker import ScoreTracker
 
@@ -88,8 +89,9 @@ class GANMonitorBase(MonitorState, MonitorArguments):
         self._tracker = ScoreTracker(self._rules(), self.smoothing)
         self._sources = Sources.of(self)
         self._watch = DiversityWatch.of(self) if self.diversity_every_n_batches is not None else None
-        self._ranked = self._output() == "critic" or self.rank_values  # sum the values of RANK_NAMES too
-        self._accumulator = Accumulator(self.check_every_n_batches or DEFAULT_CHECK_EVERY, ranks=self._ranked)
+        # The rank values are always summed (the rules read the AUC); they are logged for a critic or on request.
+        self._ranked = self._output() == "critic" or self.rank_values
+        self._accumulator = Accumulator(self.check_every_n_batches or DEFAULT_CHECK_EVERY, ranks=True)
         self._reset_run_state()
 
     # ------------------------------------------------------------------ configuration and state
@@ -108,6 +110,7 @@ class GANMonitorBase(MonitorState, MonitorArguments):
         self._log_stats = [0.0] * (NUM_STATS + len(RANK_STAT_NAMES))  # summed since the last log point (host)
         self._history = ScoreHistory()  # what was logged at each log point, bounded, for `plot()`
         self._reading = Reading(self._output(), self._check_every, say)
+        self._held: Window | None = None  # batches read back before D's reading was decided (output="auto")
         self._tracker.reset()
         self._sources.reset()
         if self._watch is not None:
@@ -215,7 +218,7 @@ class GANMonitorBase(MonitorState, MonitorArguments):
             problem = self._sources.probe_problem
             try:
                 values = self._watch.step(
-                    batch, fake, batch_idx, seen, problem, functools.partial(self._sources.generate, pl_module)
+                    batch, fake, batch_idx, seen, problem, functools.partial(self._sources.fixed_samples, pl_module)
                 )
             except Exception as err:
                 self._turn_off(
@@ -253,6 +256,8 @@ class GANMonitorBase(MonitorState, MonitorArguments):
         series = {tag: self._history.series(tag) for tag in self._history.tags}
         thresholds = (self.collapse_diversity_below, self.collapse_near_duplicates_above, self.collapse_coverage_below)
         collapsed = collapsed_batches(series, *thresholds)
+        if self._watch is not None and self._watch.tracker is not None and collapsed is not None:
+            collapsed = min(collapsed, self._watch.tracker.collapsed_batches)  # a collapse, not a fresh G's blur
         self.summary = summarize(
             self._batches_seen,
             regimes,
@@ -281,37 +286,48 @@ class GANMonitorBase(MonitorState, MonitorArguments):
         # One collective (under DDP) and one read-back; every rank then decides from the same numbers.
         gather = trainer.strategy.all_gather if trainer.world_size > 1 else None
         window = self._accumulator.read(gather)
+        if self._held is not None:
+            window, self._held = self._held.then(window), None
         first = self._batches_seen - len(window) + 1
-        logits = bool(window) and self._reading.choose(window.outside, first, self._batches_seen)
+        final = log or bool(firings) or training_over
+        logits = self._reading.choose(window.outside, first, self._batches_seen, final, bool(self._history.tags))
+        if logits is None:  # output="auto" has not seen enough to decide: judge these batches once it has
+            self._held = window
+            return
         batches = window.batches(logits)
         critic = self._reading.critic
-        ranked = self._ranked
-        observed = [
-            (values_from(b.stats, b.ranks if ranked else None, critic) if b.observed else None, b.non_finite)
-            for b in batches
-        ]
-        fired = [*self._tracker.update(observed), *(firings or [])]
+        observed = [(values_from(b.stats, b.ranks, critic) if b.observed else None, b.non_finite) for b in batches]
+        updates: float | None = self._generator_updates
+        if self._watch is not None and self._watch.generator_still:
+            updates = None  # a generator that does not move at all needs no more updates to show it is not learning
+        fired = [*self._tracker.update(observed, updates), *(firings or [])]
         for b in batches:
             self._log_stats = [total + value for total, value in zip(self._log_stats, [*b.stats, *b.ranks])]
         if log:
             sums, self._log_stats = self._log_stats, [0.0] * len(self._log_stats)
-            logged = values_from(sums[:NUM_STATS], sums[NUM_STATS:] if ranked else None, critic)
+            logged = values_from(sums[:NUM_STATS], sums[NUM_STATS:] if self._ranked else None, critic)
             self._log_values(trainer, dict(zip((f"gan/{name}" for name in VALUE_NAMES), logged)), metrics)
         collapse = self._watch.collapsed if self._watch is not None else None  # cause first, when it shows
         holding = self._tracker.holding_now() if fired else []  # named beside a diagnosis: only when one is made
         if fired and self._watch is not None and self._watch.tracker is not None:
             holding += self._watch.tracker.holding_now()
-        reading = self._reading
         caveat = ""
-        if reading.from_logits == "auto" and reading.decided == "logits":  # guessed: maybe a critic's scores
+        if self._reading.guessed_logits:  # the user never said: say how to confirm it (and drop this note)
             caveat = (
-                "D's outputs were read as logits because some lay outside [0, 1] (`output='auto'`): if D is a "
-                "Wasserstein critic or a hinge discriminator, its scores are not logits and these thresholds do not "
-                "apply; pass `output='critic'`."
+                "D's outputs were read as logits, as `output='auto'` guessed from outputs outside [0, 1]: pass "
+                "`output='logit'` to confirm it, and this note goes away (only a Wasserstein critic or a hinge "
+                "discriminator, whose scores are not logits, needs `output='critic'`)."
             )
+        note = self._watch.generator_note() if fired and self._watch is not None else ("", ())
+        fooled = None  # a D that orders fakes above real samples: the cause to name before a collapse
+        if fired:
+            smoothed = self._tracker.scores
+            rules = [r for r in self._tracker.rules if getattr(r, "fooled_by_order", None)]
+            fooled = next(((r, smoothed) for r in rules if r.fooled_by_order(smoothed)), None)
         stopping, diagnoses = decide(
-            fired, self.on_failure, self._batches_seen, self._check_every, training_over, collapse, holding, caveat
-        )
+            fired, self.on_failure, self._batches_seen, self._check_every, training_over, collapse, holding, caveat,
+            note, fooled,
+        )  # fmt: skip
         for diagnosis in diagnoses:
             self._report(trainer, diagnosis, stops=diagnosis is stopping)
         trainer.should_stop = trainer.should_stop or stopping is not None

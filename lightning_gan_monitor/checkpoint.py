@@ -11,6 +11,7 @@ from typing import Any
 from lightning_utilities.core.rank_zero import rank_zero_warn
 from torch import Tensor
 
+from lightning_gan_monitor.accumulate import Window
 from lightning_gan_monitor.diagnosis import Diagnosis, FailureMode, GANMonitorWarning, StoppingReason
 from lightning_gan_monitor.names import DIVERSITY_NAMES
 
@@ -55,6 +56,7 @@ class MonitorState:
     _reading: Any
     _watch: Any
     _history: Any
+    _held: Any
     failure: FailureMode | None
     stopped_batch: int | None
     stopping_reason: StoppingReason
@@ -88,6 +90,7 @@ class MonitorState:
             "diagnoses": [d.to_dict() for d in self.diagnoses],
             "config": self._config(),
             "history": self._history.state_dict(),
+            "held": [self._held.rows, self._held.ranks] if self._held is not None else None,
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -133,3 +136,5 @@ class MonitorState:
         self.diagnoses = [Diagnosis.from_dict(d) for d in state.get("diagnoses", [])]
         if "history" in state:
             self._history.load_state_dict(state["history"])
+        held = state.get("held")
+        self._held = Window(*held) if held else None

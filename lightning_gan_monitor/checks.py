@@ -174,6 +174,8 @@ def check_arguments(arguments: Mapping[str, Any]) -> None:
     _positive_int("collapse_patience", a.collapse_patience)
     _number("collapse_at_once_diversity_below", a.collapse_at_once_diversity_below, 0.0)
     _number("collapse_at_once_near_duplicates_above", a.collapse_at_once_near_duplicates_above, 0.0, 1.0)
+    _number("collapse_near_data_above", a.collapse_near_data_above, 0.0, 1.0)
+    _number("collapse_moving_above", a.collapse_moving_above, 0.0, allow_none=False)
     _positive_int("image_every_n_epochs", a.image_every_n_epochs, allow_none=True)
     if a.image_shape is not None and (
         not isinstance(a.image_shape, Sequence)

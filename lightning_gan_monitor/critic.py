@@ -41,6 +41,9 @@ class CriticDominates(Rule):
     auc_above: float = 0.99
     gap_within: float = 0.1
     critic: ClassVar[bool] = True
+    #: It fires only once the generator has had ``patience`` updates: with ``n_critic`` critic steps per generator
+    #: step, ``patience`` batches are a fifth as many generator steps, too few to say it is not catching up.
+    waits_for_updates: ClassVar[bool] = True
     failure: FailureMode | None = field(init=False, default=FailureMode.DISCRIMINATOR_DOMINATES)
     evidence: ClassVar[tuple[str, ...]] = (*RANK_NAMES, "gap_peak")
     shown: ClassVar[tuple[str, ...]] = ("auc", "gap")
@@ -78,6 +81,10 @@ class CriticFooled(Rule):
 
     def holds(self, scores: Mapping[str, float], non_finite: bool) -> bool:  # noqa: D102
         return scores["auc"] < self.auc_below
+
+    def fooled_by_order(self, scores: Mapping[str, float]) -> bool:
+        """Whether the critic orders most generated samples above the real ones (its condition)."""
+        return self.holds(scores, False)
 
     def describe(self, scores: Mapping[str, float]) -> str:  # noqa: D102
         return (

@@ -15,12 +15,15 @@ from enum import Enum
 from typing import Any, Protocol
 
 __all__ = [
+    "DISCRIMINATOR_STEPS",
+    "GENERATOR_STEPS",
     "REMEDIES",
     "Diagnosis",
     "FailureMode",
     "GANMonitorWarning",
     "StoppingReason",
     "format_message",
+    "not_learning",
     "parse_message",
     "say",
     "stop_note",
@@ -105,6 +108,18 @@ class StoppingReason(Enum):
     CONVERGED = "converged"
 
 
+#: The first thing to try for a generator that does not learn (and for a dominating D, which such a G lets win).
+GENERATOR_STEPS = (
+    "check that the generator's optimizer steps at all and at a useful rate (frozen parameters, a learning rate of 0 "
+    "or far below the discriminator's)"
+)
+#: The first thing to try for a fooled D.
+DISCRIMINATOR_STEPS = (
+    "check that the discriminator's optimizer steps at all (frozen parameters, a learning rate of 0, a "
+    "`requires_grad_(False)` left on)"
+)
+
+
 #: What to try for each failure mode, most effective first.
 REMEDIES: dict[FailureMode, tuple[str, ...]] = {
     FailureMode.DISCRIMINATOR_DOMINATES: (
@@ -116,6 +131,7 @@ REMEDIES: dict[FailureMode, tuple[str, ...]] = {
         "lower the discriminator's learning rate, or update it less often than the generator",
     ),
     FailureMode.GENERATOR_DOMINATES: (
+        DISCRIMINATOR_STEPS,
         "give the discriminator more capacity (more filters or hidden units)",
         "add dropout to the generator",
         "give the generator less capacity (fewer filters or hidden units)",
@@ -143,10 +159,10 @@ CRITIC_REMEDIES: dict[FailureMode, tuple[str, ...]] = {
         "give the generator more capacity (more filters or hidden units) so it can keep up",
         "raise the generator's learning rate, or take fewer critic steps per generator step (`n_critic`)",
         "give the critic less capacity, or constrain it more (a larger gradient penalty, spectral normalisation)",
-        "check that the generator's optimizer steps at all (frozen parameters, a learning rate of 0)",
+        GENERATOR_STEPS,
     ),
     FailureMode.GENERATOR_DOMINATES: (
-        "check that the critic's optimizer steps at all (frozen parameters, a learning rate of 0)",
+        DISCRIMINATOR_STEPS.replace("discriminator", "critic"),
         "take more critic steps per generator step (`n_critic`), or raise the critic's learning rate",
         "give the critic more capacity (more filters or hidden units)",
         "lower the generator's learning rate",
@@ -221,6 +237,41 @@ class Diagnosis:
         return self.batch - self.held_for + 1
 
 
+def not_learning(values: dict[str, float] | None, movement: float, still: bool) -> tuple[str, tuple[str, ...]]:
+    """The sentence naming a generator that is not learning, and its remedy first; ``("", ())`` if nothing says so.
+
+    Args:
+        values: a diversity check's values that met the collapse condition without being a collapse (few kinds of
+            samples near no real sample), or None.
+        movement: how far G's outputs on the monitor's fixed latent vectors moved since the check before, in units
+            of the real samples' mean pairwise distance (NaN: not measured).
+        still: whether that is too little to be learning at all.
+
+    Example:
+        >>> print(not_learning(None, 0.0, still=True)[0])  # doctest: +NORMALIZE_WHITESPACE
+        The generator is not learning: its outputs on the monitor's fixed latent vectors did not move between the
+        last two diversity checks (movement 0.000 of the real samples' spread).
+    """
+    parts = []
+    if still:
+        parts.append(
+            "its outputs on the monitor's fixed latent vectors did not move between the last two diversity checks "
+            f"(movement {movement:.3f} of the real samples' spread)"
+        )
+    if values is not None:
+        moved = (
+            "" if still or movement != movement else f"; it moved {movement:.3f} of their spread since the check before"
+        )
+        parts.append(
+            f"its samples show little variety (diversity {values['diversity']:.3f}, near-duplicates "
+            f"{values['near_duplicates']:.3f}) but lie near no real sample (density {values['density']:.3f}, coverage "
+            f"{values['coverage']:.3f}), as a fresh generator's do: not a mode collapse{moved}"
+        )
+    if not parts:
+        return "", ()
+    return f"The generator is not learning: {'; and '.join(parts)}.", (GENERATOR_STEPS,)
+
+
 def title(failure: FailureMode) -> str:
     """The failure's name as a title: "Discriminator dominates"."""
     return failure.value.replace("_", " ").capitalize()
@@ -239,10 +290,12 @@ def format_message(
     scores: dict[str, float],
     note: str = "",
     more_remedies: Sequence[str] = (),
+    first_remedies: Sequence[str] = (),
 ) -> str:
     """The diagnosis text: the verdict, the evidence and, for a failure, the remedies.
 
-    ``more_remedies`` (those of failures named beside it) follow the rule's own; a remedy is said once.
+    ``first_remedies`` (what the evidence points to first) come before the rule's own, ``more_remedies`` (those of
+    failures named beside it) after them; a remedy is said once.
 
     Example:
         >>> from lightning_gan_monitor.rules import GeneratorDominates
@@ -267,7 +320,7 @@ def format_message(
     if rule.failure is not None:
         lines.append("What to try:")
         remedies = getattr(rule, "remedies", None) or remedies_for(rule.failure, critic)
-        lines += [f"  - {remedy}" for remedy in dict.fromkeys([*remedies, *more_remedies])]
+        lines += [f"  - {remedy}" for remedy in dict.fromkeys([*first_remedies, *remedies, *more_remedies])]
     return "\n".join(lines)
 
 

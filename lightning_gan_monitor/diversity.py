@@ -17,107 +17,44 @@ import torch
 from lightning_utilities.core.rank_zero import rank_zero_info
 from torch import Tensor, nn
 
-from lightning_gan_monitor.collapse import CollapseTracker, ModeCollapse
-from lightning_gan_monitor.functional.diversity import RealReference, diversity_against, real_reference
+from lightning_gan_monitor.collapse import STILL_BELOW, CollapseTracker, ModeCollapse
+from lightning_gan_monitor.diagnosis import not_learning
+from lightning_gan_monitor.functional.diversity import (
+    RealReference,
+    diversity_against,
+    movement,
+    pairwise_distances,
+    real_reference,
+    twin_rate,
+)
 from lightning_gan_monitor.functional.modes import MODE_FEATURES, mode_labels, modes_reached
 from lightning_gan_monitor.metrics import DiversityScores
 from lightning_gan_monitor.names import DIVERSITY_NAMES, MODE_NAMES, QUALITY_NAMES
-from lightning_gan_monitor.rng import PicklesGenerators, pack_generators, unpack_generators
+from lightning_gan_monitor.reservoir import Reservoir, host_to_device
+from lightning_gan_monitor.rng import pack_generators, unpack_generators
 from lightning_gan_monitor.rules import Firing
 from lightning_gan_monitor.sources import real_samples, untouched
 
 __all__ = ["DiversityWatch", "Reservoir", "host_to_device", "pack_generators", "unpack_generators"]
 
 
-def host_to_device(values: Tensor, device: torch.device) -> Tensor:
-    """A small host tensor on ``device`` without a synchronisation (through pinned memory on CUDA).
-
-    Example:
-        >>> host_to_device(torch.tensor([1, 5]), torch.device("cpu"))
-        tensor([1, 5])
-    """
-    if device.type == "cpu":
-        return values
-    if device.type == "cuda":
-        values = values.pin_memory()
-    return values.to(device, non_blocking=True)
-
-
-class Reservoir(PicklesGenerators):
-    """A uniform random sample of at most ``size`` of the rows seen so far (reservoir sampling, Algorithm R).
-
-    Which rows enter is drawn on the host from the reservoir's own seeded ``torch.Generator`` (the global RNG is
-    never used), so :meth:`add` never waits for the device: it costs a few host operations and, when a row enters,
-    one indexed copy on the rows' device. Rows are copied (detached), so a batch is not kept alive.
-
-    Args:
-        size: the most rows kept.
-        seed: seed of the reservoir's generator.
-
-    Example:
-        >>> reservoir = Reservoir(size=4, seed=0)
-        >>> for start in range(0, 100, 10):
-        ...     reservoir.add(torch.arange(start, start + 10.0).unsqueeze(1))
-        >>> reservoir.samples().shape, reservoir.seen
-        (torch.Size([4, 1]), 100)
-
-    """
-
-    def __init__(self, size: int, seed: int = 0) -> None:
-        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-            raise ValueError(f"`size` must be a positive integer, got {size!r}")
-        self.size = size
-        self.seed = seed
-        self._rng = torch.Generator()
-        self.reset()
-
-    def reset(self) -> None:
-        """Empty the reservoir and reseed its generator."""
-        self._rng.manual_seed(self.seed)
-        self.seen = 0
-        self._data: Tensor | None = None
-
-    @torch.no_grad()
-    def add(self, rows: Tensor) -> None:
-        """Offer every row of ``rows`` (shape (b, ...)); each enters with the probability Algorithm R gives it."""
-        b = rows.shape[0]
-        if b == 0:
-            return
-        if self._data is None:
-            self._data = torch.empty((self.size, *rows.shape[1:]), dtype=rows.dtype, device=rows.device)
-        elif rows.shape[1:] != self._data.shape[1:]:
-            raise ValueError(
-                f"every real sample must have the same shape to be kept for the diversity metrics; got "
-                f"{tuple(rows.shape[1:])} after {tuple(self._data.shape[1:])}"
-            )
-        t = torch.arange(self.seen, self.seen + b)
-        # Row t enters at slot t while there is room, else at a uniform slot of [0, t] if that slot is < size.
-        slot = torch.where(t < self.size, t, (torch.rand(b, generator=self._rng, dtype=torch.float64) * (t + 1)).long())
-        keep = slot < self.size
-        self.seen += b
-        if not bool(keep.any()):  # a host tensor: no device synchronisation
-            return
-        # Algorithm R processes rows one by one, so of two rows drawing the same slot the later one stays.
-        last = torch.full((self.size,), -1, dtype=torch.long).scatter_reduce(
-            0, slot[keep], torch.arange(b)[keep], reduce="amax"
-        )
-        slots = torch.nonzero(last >= 0).squeeze(1)
-        device = self._data.device
-        self._data.index_copy_(
-            0, host_to_device(slots, device), rows.detach()[host_to_device(last[slots], rows.device)].to(self._data)
-        )
-
-    def samples(self) -> Tensor:
-        """The rows kept, shape (min(seen, size), ...); empty before the first :meth:`add`."""
-        if self._data is None:
-            return torch.empty(0)
-        return self._data[: min(self.seen, self.size)]
-
-
 def _distributed() -> bool:
     """Whether this process is one of several (as torchmetrics decides whether to sync)."""
     dist = torch.distributed
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+#: A twin lies within this fraction of the real samples' median nearest-neighbour distance of another sample.
+TWIN_FACTOR = 0.01
+
+
+def _mean_over_processes(value: Tensor) -> Tensor:
+    """The mean of a 0-d tensor over the processes (itself on one process): the same number on every rank."""
+    if not _distributed():
+        return value
+    value = value.detach().clone().float()
+    torch.distributed.all_reduce(value)
+    return value / torch.distributed.get_world_size()
 
 
 class _Features(nn.Module):
@@ -172,7 +109,15 @@ class DiversityWatch:
         if any(t is not None for t in thresholds):
             at_once = (a.collapse_at_once_diversity_below, a.collapse_at_once_near_duplicates_above)
             critic = getattr(a, "output", None) == "critic"  # its remedies are a critic's (no labels to flip)
-            collapse = ModeCollapse(a.collapse_patience, *thresholds, every, *at_once, critic=critic)
+            collapse = ModeCollapse(
+                a.collapse_patience,
+                *thresholds,
+                every,
+                *at_once,
+                critic=critic,
+                near_data_above=a.collapse_near_data_above,
+                moving_above=a.collapse_moving_above,
+            )
         samples = (a.diversity_samples, a.real_reservoir_size, a.nearest_k, a.near_duplicate_factor)
         names = (a.real_key, a.fake_key, a.generator_attr, a.verbose)
         return cls(every, *samples, a.feature_extractor, collapse, a.seed, *names)
@@ -192,24 +137,38 @@ class DiversityWatch:
         #: The real side, computed once per reservoir content: (its key, the reference, the modes or None).
         self._reference: tuple[Any, RealReference, tuple[Tensor, Tensor, int] | None] | None = None
         self.last = dict.fromkeys(DIVERSITY_NAMES, float("nan"))
+        #: G's samples' features on the fixed latent vectors at the latest check (or the first batch), and at the
+        #: first batch of the fit: what the movement and the variety G started with are measured against.
+        self.previous: Tensor | None = None
+        self.initial: Tensor | None = None
+        #: The diversity values of G's samples at the first batch, measured at the first check (None before).
+        self.initial_values: dict[str, float] | None = None
+        self._started = False  # the collapse rule was told G's values at the first batch
+        #: The share of G's samples at the latest check with a twin (:func:`~.functional.diversity.twin_rate`).
+        self.twins = float("nan")
 
     def to(self, device: torch.device) -> None:
         """Put the metric on ``device``."""
         self.metric.to(device)
 
     def _choose_source(self, batch: Any, has_fake: bool, probe_problem: str | None) -> None:
-        """Where generated samples come from ("outputs", "probe" or "off"), said once."""
+        """Where generated samples come from ("generator", "outputs" or "off"), said once.
+
+        The generator itself whenever the monitor can run it: the same latent vectors at every check, so the values
+        describe G at one moment and the distance its outputs moved says whether it learns. Else the samples
+        ``training_step`` returned, measured within each batch (one moment too).
+        """
         try:
             real_samples(batch, self.real_key)
         except ValueError as err:
             self.fake_source = "off"
             rank_zero_info(f"GANMonitor: the diversity metrics and the mode-collapse rule are off: {err}.")
             return
-        if has_fake:
-            self.fake_source, how = "outputs", f"from `training_step`'s outputs ('{self.fake_key}')"
-        elif probe_problem is None:
-            self.fake_source = "probe"
-            how = f"by running `{self.generator_attr}` on {self.samples} latent vectors of its own"
+        if probe_problem is None:
+            self.fake_source = "generator"
+            how = f"by running `{self.generator_attr}` on {self.samples} fixed latent vectors of its own"
+        elif has_fake:
+            self.fake_source, how = "outputs", f"from `training_step`'s outputs ('{self.fake_key}'), batch by batch"
         else:
             self.fake_source = "off"
             rank_zero_info(
@@ -240,13 +199,18 @@ class DiversityWatch:
             batch_idx: the batch's index in its epoch.
             batches_seen: training batches seen, this one included.
             probe_problem: why the monitor cannot run the generator, or None.
-            generate: called with a number of samples when the generated samples come from the generator.
+            generate: called with a number of samples for G's outputs on the monitor's fixed latent vectors.
         """
         if self.fake_source is None:
             self._choose_source(batch, fake is not None, probe_problem)
         if self.fake_source == "off":
             return None
         self.collect(real_samples(batch, self.real_key), fake, first_batch_of_epoch=batch_idx == 0)
+        if self.fake_source == "generator" and self.previous is None:
+            # G at the start (or at the first batch after a resume): what its variety and its movement are judged by
+            self.previous = self._features(generate(self.samples))
+            if self.initial is None and batches_seen == 1:
+                self.initial = self.previous
         return None if batches_seen % self.every else self.measure(generate)
 
     def collect(self, real: Tensor, fake: Tensor | None, first_batch_of_epoch: bool) -> None:
@@ -284,11 +248,26 @@ class DiversityWatch:
     def measure(self, generate: Callable[[int], Tensor]) -> dict[str, float] | None:
         """The diversity values (and FID/KID), synced over processes, as host floats; None if too few samples.
 
+        With the generator as the source, also ``movement`` (how far G's outputs on the fixed latent vectors moved
+        since the previous check, :func:`~lightning_gan_monitor.functional.diversity.movement`) and, at the first
+        check, the diversity values of G's samples at the first batch (kept in :attr:`initial_values`). With the
+        samples ``training_step`` returned, ``movement`` is how much more spread out they are pooled than within
+        each batch (their diversity ratio over the pool less the within-batch one): 0 for a generator that does
+        not change, the drift of its outputs between batches for one that does.
+
         Args:
-            generate: called with a number of samples when the generated samples come from probing.
+            generate: called with a number of samples for G's outputs on the monitor's fixed latent vectors.
         """
+        groups = None
         if self.fake_source == "outputs":
-            fake = torch.cat(list(self.fakes))[-self.samples :] if self.fakes else torch.empty(0)
+            if not self.fakes:
+                return None
+            if _distributed():  # one moment over the processes: the latest batch of each
+                fake = self.fakes[-1]
+            else:
+                fake = torch.cat(list(self.fakes))
+                groups = torch.cat([torch.full((f.shape[0],), i) for i, f in enumerate(self.fakes)])
+                fake, groups = fake[-self.samples :], groups[-self.samples :]
         else:
             fake = generate(self.samples)
         real = self.reservoir.samples()
@@ -298,47 +277,105 @@ class DiversityWatch:
         k = self.metric.nearest_k
         # the per-mode view, for low-dimensional data with enough real samples for its k-NN graph
         modes = fake_features.shape[1] <= MODE_FEATURES and real_features.shape[0] > k
+        extra: list[Tensor] = []  # movement, then G's first samples' values (at the first check)
+        initial = self.initial if self.initial_values is None else None
         if self.feature_extractor is None and not _distributed():
             # One process, fixed features: the real side (O(m^2)) is computed once per reservoir content.
-            key = (self.reservoir.seen, fake_features.shape[0], real_features.device, real_features.dtype)
+            size = fake_features.shape[0] if groups is None else int(torch.bincount(groups).max())
+            key = (self.reservoir.seen, size, real_features.device, real_features.dtype)
             if self._reference is None or self._reference[0] != key:
-                reference = real_reference(real_features, k, fake_features.shape[0])
+                reference = real_reference(real_features, k, size)
                 self._reference = (key, reference, mode_labels(real_features, k) if modes else None)
             _, reference, labels = self._reference
-            tensors = list(diversity_against(fake_features, reference, self.metric.near_duplicate_factor))
+            factor = self.metric.near_duplicate_factor
+            tensors = list(diversity_against(fake_features, reference, factor, groups))
             if labels is not None:
                 tensors.append(modes_reached(fake_features, real_features, *labels))
+            spread = reference.spread
+            twins = twin_rate(fake_features, TWIN_FACTOR * reference.nearest_median, groups)
+            if groups is not None and int(groups.max()) > 0:  # several batches: how far G drifted between them
+                pooled = pairwise_distances(fake_features).sum() / (fake.shape[0] * (fake.shape[0] - 1)) / spread
+                drift = (pooled - tensors[0]).clamp(min=0)
+            if initial is not None:
+                extra_initial = diversity_against(initial, reference, factor)
         else:  # the Metric gathers every process's samples (exact under DDP)
             self.metric.reset()
             self.metric.modes = modes
             self.metric.update(fake=fake_features, real=real_features)
             computed = self.metric.compute()
             tensors = [computed[name] for name in (*DIVERSITY_NAMES, *(MODE_NAMES if modes else ()))]
+            local = real_reference(real_features, k, fake_features.shape[0])
+            spread = local.spread
+            twins = _mean_over_processes(twin_rate(fake_features, TWIN_FACTOR * local.nearest_median))
+            if initial is not None:
+                self.metric.reset()
+                self.metric.modes = False
+                self.metric.update(fake=initial, real=real_features)
+                computed = self.metric.compute()
+                extra_initial = torch.stack([computed[name].float().reshape(()) for name in DIVERSITY_NAMES])
+        moved = self.fake_source == "generator" and self.previous is not None
+        if moved:
+            extra.append(_mean_over_processes(movement(self.previous, fake_features, spread)))
+        elif groups is not None and int(groups.max()) > 0:
+            moved = True
+            extra.append(drift)
+        extra.append(twins)
+        if initial is not None:
+            extra += list(extra_initial)
+        if self.fake_source == "generator":
+            self.previous = fake_features
         if isinstance(self.feature_extractor, nn.Module):
             tensors += self._quality(fake_features, real_features)
-        values = torch.stack([t.float().reshape(()) for t in tensors]).tolist()  # one read-back
+        values = torch.stack([t.float().reshape(()) for t in [*tensors, *extra]]).tolist()  # one read-back
+        values, extra_values = values[: len(tensors)], values[len(tensors) :]
         self.last = dict(zip(DIVERSITY_NAMES, values))
-        return dict(zip((*DIVERSITY_NAMES, *(MODE_NAMES if modes else ()), *QUALITY_NAMES), values))
+        named = dict(zip((*DIVERSITY_NAMES, *(MODE_NAMES if modes else ()), *QUALITY_NAMES), values))
+        if moved:
+            named["movement"] = extra_values.pop(0)
+        self.twins = extra_values.pop(0)
+        if initial is not None:
+            self.initial_values = dict(zip(DIVERSITY_NAMES, extra_values))
+        return named
 
     def judge(self, values: dict[str, float], batch: int, updates: int | None = None) -> Firing | None:
         """Feed the mode-collapse rule the values measured at ``batch`` (``updates``: the generator's so far)."""
         if self.tracker is None:
             return None
-        return self.tracker.update([values[name] for name in DIVERSITY_NAMES], batch, updates)
+        if self.initial_values is not None and not self._started:
+            self.tracker.start(self.initial_values)
+            self._started = True
+        return self.tracker.update({**values, "twins": self.twins}, batch, updates)
+
+    @property
+    def generator_still(self) -> bool:
+        """Whether G's outputs on the fixed latent vectors did not move at all between the last two checks."""
+        return self.tracker is not None and self.tracker.movement < STILL_BELOW
+
+    def generator_note(self) -> tuple[str, tuple[str, ...]]:
+        """What the latest check says of a generator that is not learning (a sentence and its remedies), or ``""``.
+
+        Named beside a dominance: a generator whose outputs did not move, or whose few kinds of samples lie near no
+        real sample, is not collapsed; the dominance is what keeps it from learning (or its optimizer does not step).
+        """
+        tracker = self.tracker
+        if tracker is None:
+            return "", ()
+        return not_learning(tracker.not_learning, tracker.movement, tracker.movement < STILL_BELOW)
 
     @property
     def collapsed(self) -> dict[str, float] | None:
-        """The latest diversity values if they showed an unambiguous collapse (the rule's "at once"), else None.
+        """The latest diversity values if they showed a collapse beyond doubt, else None.
 
-        Only then is a dominance diagnosed as mode collapse first: a generator that does not learn (the dominance's
-        own cause) also looks collapsed, with values short of those.
+        A collapse (lost variety, or little variety in a generator that learns) whose values are the rule's "at once"
+        ones, or whose samples nearly all have a near-duplicate (above ``at_once_near_duplicates_above``): then a
+        dominance is diagnosed as mode collapse first. A generator that does not learn (the dominance's own cause)
+        looks collapsed too, but is no collapse (:meth:`ModeCollapse.confirmed`).
         """
         tracker = self.tracker
-        return (
-            dict(self.last)
-            if tracker is not None and tracker.held > 0 and tracker.rule.unambiguous(self.last)
-            else None
-        )
+        if tracker is None or tracker.held == 0:  # held counts confirmed collapses only (not a G that is not learning)
+            return None
+        twins = self.last["near_duplicates"] > (tracker.rule.at_once_near_duplicates_above or 1.0)
+        return dict(self.last) if tracker.rule.unambiguous(self.last) or twins else None
 
     def _quality(self, fake: Tensor, real: Tensor) -> list[Tensor]:
         """FID and KID of torchmetrics on the features already extracted (its own extractor is never run)."""

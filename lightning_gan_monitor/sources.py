@@ -174,6 +174,7 @@ class Sources(PicklesGenerators):
         self.conditions: Tensor | None = None  # the latest real batch's conditions (labels), for G(z, y)
         self.first_conditions: Tensor | None = None  # the first batch's: the image grids' (kept in checkpoints)
         self._since_probe = 0
+        self._fixed_latent: Tensor | None = None  # the diversity checks' latent vectors (drawn again on resume)
         self._steps_generator: dict[int, bool] = {}  # per optimizer (by id): whether it steps the generator
 
     def has_generator(self, pl_module: Any) -> bool:
@@ -410,6 +411,29 @@ class Sources(PicklesGenerators):
                     f"`GANMonitor(latent_dim=...)`, or return generated samples as '{self.fake_key}' from "
                     f"`training_step`{self._conditional_hint()}."
                 ) from err
+
+    @torch.no_grad()
+    def fixed_samples(self, pl_module: Any, n: int) -> Tensor:
+        """G of the same ``n`` latent vectors at every call (the diversity checks'), detached, training untouched.
+
+        The vectors are drawn once from a CPU generator seeded by ``seed`` (and the process's rank, so that under DDP
+        every process brings its own), so a resumed run draws the same ones and the distance G's outputs moved
+        between two checks measures what G learned. A conditional generator gets the first batch's conditions.
+        """
+        generator: nn.Module = getattr(pl_module, self.generator_attr)
+        cached = self._fixed_latent
+        if cached is None or cached.shape[0] != n:
+            assert self.latent_shape is not None
+            dist = torch.distributed
+            rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+            cpu = torch.Generator().manual_seed(self.seed + 2 + 1_000_003 * rank)
+            param = next(generator.parameters(), None)
+            dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
+            cached = self._fixed_latent = torch.randn((n, *self.latent_shape), generator=cpu).to(
+                pl_module.device, dtype
+            )
+        y = self.first_conditions if self.first_conditions is not None else self.conditions
+        return self.generate(pl_module, z=cached, y=y)
 
     def state_dict(self) -> dict[str, Tensor | None]:
         """The generators' states (or those loaded and not yet applied)."""

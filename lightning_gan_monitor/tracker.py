@@ -3,7 +3,7 @@
 :class:`ScoreTracker` takes the batches since the last check as plain host floats (read back once by
 :mod:`lightning_gan_monitor.accumulate`), smooths the values of ``VALUE_NAMES`` and counts, per rule of
 :mod:`lightning_gan_monitor.rules`, the consecutive batches its condition has held; what fires goes to
-:func:`~lightning_gan_monitor.rules.decide`. Plain Python: no torch, no Lightning.
+:func:`~lightning_gan_monitor.cause.decide`. Plain Python: no torch, no Lightning.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ class ScoreTracker:
 
     Args:
         rules: the rules to track, in priority order.
-        smoothing: decay of the bias-corrected exponential moving average of the per-batch scores (0: none).
+        smoothing: decay per batch of the bias-corrected exponential moving average of the scores (0: none).
 
     Example:
         >>> from lightning_gan_monitor.rules import GeneratorDominates
@@ -79,17 +79,23 @@ class ScoreTracker:
             if holding and rule.failure is not None
         ]
 
-    def update(self, batches: Sequence[Batch]) -> list[Firing]:
+    def update(self, batches: Sequence[Batch], updates: float | None = None) -> list[Firing]:
         """Take the batches since the last check, in order; returns the firings among them, in order.
 
+        ``updates``: the generator's updates so far (None: not counted). A rule that ``waits_for_updates`` fires only
+        once they reach its ``patience``, at the first check after (its condition keeps counting meanwhile).
+
         A batch with nothing observed changes nothing; the next observed batch stands for it too (its condition
-        counts for every batch since the previous observation), so ``patience`` counts batches, not observations.
+        counts for every batch since the previous observation, and the moving average decays over every batch
+        since it), so ``patience`` and ``smoothing`` count batches, not observations.
         """
         firings = []
-        decay = self.smoothing
         for scores, non_finite in batches:
             self.batches += 1
             if scores is not None or non_finite:
+                # the decay is per batch: an observation every 10 batches (a probe) weighs the one before by 0.9**10,
+                # so the smoothed scores follow a probed D as closely in batches as one whose outputs are returned
+                decay = self.smoothing ** (self.gap + 1)
                 for i, x in enumerate(scores or ()):
                     if not math.isnan(x):  # a score with no finite input keeps its value
                         self.ema[i] = decay * self.ema[i] + (1 - decay) * x
@@ -105,7 +111,8 @@ class ScoreTracker:
                         self.held[i], self.latched[i] = 0, False
                         continue
                     self.held[i] += gap
-                    if self.held[i] >= rule.patience and not self.latched[i]:
+                    waiting = rule.waits_for_updates and updates is not None and updates < rule.patience
+                    if self.held[i] >= rule.patience and not self.latched[i] and not waiting:
                         self.latched[i] = True
                         evidence = {k: smoothed[k] for k in rule.evidence if not math.isnan(smoothed.get(k, math.nan))}
                         firings.append(Firing(rule, self.batches, self.held[i], evidence))

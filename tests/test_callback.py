@@ -51,6 +51,11 @@ def g_dominates(s) -> bool:
     return s["generator_score"] > 0.9
 
 
+def auc(d_real, d_fake) -> float:
+    """The share of (real, generated) pairs D orders correctly."""
+    return (d_real.flatten().unsqueeze(1) > d_fake.flatten().unsqueeze(0)).float().mean().item()
+
+
 # ---------------------------------------------------------------------------------------------- healthy runs
 
 
@@ -62,8 +67,8 @@ def test_callback_healthy_runs_do_not_fire(tmp_path, seed):
     assert monitor.stopping_reason is StoppingReason.NOT_STOPPED
     assert trainer.current_epoch == 80  # ran to the end
     assert 0.1 < monitor.scores["generator_score"] < 0.9
-    # the mode-collapse rule ran (diversity measured from the step's generated samples) and stayed quiet
-    assert monitor._watch.fake_source == "outputs"
+    # the mode-collapse rule ran (diversity measured on G's samples of the monitor's fixed latent vectors), quiet
+    assert monitor._watch.fake_source == "generator"
     assert monitor.diversity["diversity"] > monitor.collapse_diversity_below
     assert monitor.diversity["near_duplicates"] < monitor.collapse_near_duplicates_above
 
@@ -91,6 +96,9 @@ def test_callback_dominance_fires_within_patience_of_onset_and_stops(tmp_path, s
     assert diagnosis.held_for == patience
     assert diagnosis.batch <= monitor.stopped_batch < diagnosis.batch + DEFAULT_CHECK_EVERY
     onset = raw_onset(recorder, holds)
+    if failure is FailureMode.GENERATOR_DOMINATES:  # or from the batch D began to order fakes above real samples
+        flags = [auc(r, f) < 0.2 for r, f in recorder.batches]
+        onset = min(onset, len(flags) - next(i for i, flag in enumerate(reversed(flags)) if not flag) + 1)
     assert patience <= diagnosis.batch - onset + 1 <= patience + SMOOTHING_LAG
     assert "What to try" in monitor.stopping_reason_message
     assert f"after {diagnosis.batch} training batches" in monitor.stopping_reason_message
@@ -489,13 +497,13 @@ def test_callback_mode_collapse_fires_on_a_generator_that_ignores_its_noise(tmp_
         model, trainer = fit_digits(
             tmp_path, [monitor], epochs=100, return_d_outputs=False, **SCENARIOS["mode-collapse"]
         )
-    assert monitor._watch.fake_source == "probe"
+    assert monitor._watch.fake_source == "generator"
     assert monitor.failure is FailureMode.MODE_COLLAPSE
     assert monitor.stopping_reason is StoppingReason.FAILURE
     assert model.batches_trained == monitor.stopped_batch == 100
     (diagnosis,) = monitor.diagnoses
     assert diagnosis.held_for == 1 and diagnosis.onset_batch == 100
-    assert "at one diversity check, far beyond any healthy run" in diagnosis.message
+    assert "far beyond any healthy run, at the latest diversity check (now diversity 0.000" in diagnosis.message
     assert diagnosis.scores["diversity"] == 0.0 and diagnosis.scores["near_duplicates"] == 1.0
     message = monitor.stopping_reason_message
     for remedy in ("larger latent input", "generator capacity", "label flipping", "packing", "unrolled"):
@@ -563,16 +571,24 @@ def test_callback_feature_extractor_with_fid_kid_and_bad_outputs(tmp_path):
     _, trainer = fit_digits(tmp_path, [monitor], epochs=10)
     assert {"gan/fid", "gan/kid", "gan/diversity", "gan/coverage"} <= set(trainer.callback_metrics)
     assert trainer.callback_metrics["gan/fid"].item() > 0
-    # a feature extractor that fails at the first diversity check (batch 5): that check turns off, training goes on
+    # a feature extractor that cannot work is a set-up error, found at the first batch (G's first samples)
     broken = GANMonitor(from_logits=True, feature_extractor=lambda x: x.sum(), diversity_every_n_batches=5)
-    with pytest.warns(GANMonitorWarning, match=r"the diversity check failed at batch 5, so it is off") as record:
-        _, trainer = fit_digits(tmp_path, [broken], epochs=4)
-    (said,) = [str(w.message) for w in record if "failed at batch" in str(w.message)]
-    assert (
-        "`feature_extractor` must map a batch of n samples to an (n, d) tensor of features; on samples of shape "
-        "(160, 64) it returned shape ()" in said  # the 5 batches' generated samples so far
-    )
-    assert broken._batches_seen == 20 and "gan/diversity" not in trainer.callback_metrics
+    match = r"`feature_extractor` must map a batch of n samples to an \(n, d\) tensor of features; on samples of shape "
+    with pytest.raises(ValueError, match=match + r"\(256, 64\) it returned shape \(\)"):
+        fit_digits(tmp_path, [broken], epochs=4)
+    # one that fails later (at the first diversity check, batch 5): that check turns off, training goes on
+    calls = []
+
+    def fails_later(x):
+        calls.append(1)
+        if len(calls) > 1:
+            raise RuntimeError("out of memory")
+        return x
+
+    later = GANMonitor(from_logits=True, feature_extractor=fails_later, diversity_every_n_batches=5)
+    with pytest.warns(GANMonitorWarning, match=r"the diversity check failed at batch 5, so it is off"):
+        _, trainer = fit_digits(tmp_path, [later], epochs=4)
+    assert later._batches_seen == 20 and "gan/diversity" not in trainer.callback_metrics
 
 
 def test_callback_flat_square_samples_are_shown_as_images_with_one_message(tmp_path, caplog):

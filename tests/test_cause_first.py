@@ -10,7 +10,7 @@ from template_gan import TemplateGAN, digit_images_loader
 from torch import nn
 
 from lightning_gan_monitor import FailureMode, GANMonitor
-from lightning_gan_monitor.diagnosis import REMEDIES
+from lightning_gan_monitor.diagnosis import GENERATOR_STEPS, REMEDIES
 
 
 class ScaledNoise(nn.Module):
@@ -25,7 +25,7 @@ def test_cause_first_noise_ignoring_generator_is_named_collapse_at_the_first_che
     fit_digits(tmp_path, [monitor], epochs=40, ignore_noise=True)  # 200 batches
     first = monitor.diagnoses[0]
     assert first.failure is FailureMode.MODE_COLLAPSE and first.batch == 100 and monitor.stopped_batch == 100
-    assert "at one diversity check, far beyond any healthy run" in first.message
+    assert "far beyond any healthy run, at the latest diversity check (now" in first.message
     assert "for the last 1 batch (since batch 100)" in first.message
 
 
@@ -47,9 +47,10 @@ def test_cause_first_collapse_is_named_within_150_batches_also_when_the_discrimi
     assert remedies == [*collapse, *dominance]
 
 
-def test_cause_first_dominance_during_an_ambiguous_collapse_keeps_its_name(tmp_path):
+def test_cause_first_a_frozen_nearly_noise_blind_generator_is_named_not_learning_beside_the_dominance(tmp_path):
     # A generator that does not learn also looks collapsed (here: diversity about 0.14, nearly every sample a
-    # near-duplicate), short of the unambiguous values: the dominance, its own cause, keeps its name.
+    # near-duplicate); its outputs do not move and lie near no real sample: not a collapse. The dominance, its own
+    # cause, keeps its name, and the message says the generator is not learning, with its optimizer to check first.
     monitor = GANMonitor(on_failure="warn")
     pl.seed_everything(0)
     model = DigitsGAN(freeze_generator=True, lr_d=2e-3)  # the example's d-dominates scenario...
@@ -57,10 +58,16 @@ def test_cause_first_dominance_during_an_ambiguous_collapse_keeps_its_name(tmp_p
     make_trainer(tmp_path, [monitor], max_epochs=60).fit(model, make_dataloader(load_digits_tensor(3)))
     first = monitor.diagnoses[0]
     assert first.failure is FailureMode.DISCRIMINATOR_DOMINATES and first.batch < 200, monitor.diagnoses
-    # ...and the collapse condition, holding at the same check, is named second, with the reason
-    assert first.also == (FailureMode.MODE_COLLAPSE,)
-    assert "Also holding at this check: the mode collapse (held for 1 of the 3 diversity checks" in first.message
-    assert "named after the discriminator's dominance because the diversity values are short of" in first.message
+    assert first.also == ()  # the collapse condition holds, but no collapse: its values are a fact about G
+    assert "The generator is not learning: its outputs on the monitor's fixed latent vectors did not move" in (
+        first.message
+    )
+    assert "but lie near no real sample (density 0.000, coverage 0.000), as a fresh generator's do: not a mode " in (
+        first.message
+    )
+    remedies = [line.removeprefix("  - ") for line in first.message.splitlines() if line.startswith("  - ")]
+    assert remedies[0] == GENERATOR_STEPS
+    assert all(d.failure is not FailureMode.MODE_COLLAPSE for d in monitor.diagnoses)
 
 
 def test_cause_first_healthy_generators_do_not_fire_at_once(tmp_path):

@@ -103,7 +103,7 @@ def test_critic_read_as_logits_says_how_to_read_a_critic(tmp_path, caplog):
     with caplog.at_level(logging.INFO):
         fit_critic(tmp_path, "wgan-gp", batches=56, monitor_kwargs={"output": "auto"})
     said = " ".join(r.getMessage() for r in caplog.records if "reading the discriminator" in r.getMessage())
-    assert "as logits" in said and "`output='critic'` for a Wasserstein critic" in said
+    assert "as logits" in said and "a Wasserstein critic or a hinge discriminator takes `output='critic'`" in said
 
 
 @pytest.mark.parametrize("output", ["auto", "logit"])
@@ -112,9 +112,10 @@ def test_critic_a_dominance_read_from_guessed_logits_says_a_critic_is_read_other
     monitor = GANMonitor(output=output, on_failure="warn", verbose=False)
     fit_digits(tmp_path, [monitor], epochs=60, **SCENARIOS["g-dominates"])
     (diagnosis,) = [d for d in monitor.diagnoses if d.failure is FailureMode.GENERATOR_DOMINATES]
-    caveat = "D's outputs were read as logits because some lay outside [0, 1] (`output='auto'`)"
-    assert (caveat in diagnosis.message) == (output == "auto")
-    assert ("pass `output='critic'`" in diagnosis.message) == (output == "auto")
+    caveat = "D's outputs were read as logits, as `output='auto'` guessed from outputs outside [0, 1]: pass "
+    assert (caveat + "`output='logit'` to confirm it, and this note goes away" in diagnosis.message) == (
+        output == "auto"
+    )
 
 
 def test_critic_output_and_from_logits_must_agree():

@@ -93,7 +93,7 @@ def test_fabric_induced_failure_is_diagnosed_and_stops_the_loop(tmp_path, induce
     assert also is None or set(monitor.diagnoses[0].also) <= set(also)
     assert monitor.should_stop
     stopped = monitor.stopped_batch
-    assert stopped is not None and stopped % 20 == 0  # at a check (every 20 batches)
+    assert stopped is not None and (stopped % 20 == 0 or stopped % 50 == 0)  # at a check (every 20) or a log point
     assert monitor.diagnoses[0].batch <= stopped < monitor.diagnoses[0].batch + 20
     assert iterations == stopped - 1 < EPOCHS * BATCHES_PER_EPOCH  # the loop left at that batch
     assert monitor.summary is not None and monitor.summary.batches == stopped

@@ -225,3 +225,46 @@ def test_functional_diversity_small_sets_give_nan_or_clear_errors():
         diversity_scores(torch.rand(3), few)
     with pytest.raises(TypeError, match=r"`real` must be a torch\.Tensor"):
         diversity_ratio(few, [[0.0, 1.0]])
+
+
+def _numpy_within_groups(fake, real, groups, factor=0.25):
+    """Diversity ratio and near-duplicate rate over pairs of the same group, in NumPy (the threshold from real sets
+    of the largest group's size)."""
+    f, r, g = fake.numpy().astype(np.float64), real.numpy().astype(np.float64), groups.numpy()
+    d_ff, d_rr = cdist(f, f), cdist(r, r)
+    same = (g[:, None] == g[None, :]) & ~np.eye(len(f), dtype=bool)
+    size = min(np.bincount(g).max(), len(r))
+    d_small = d_rr[:size, :size] + np.diag(np.full(size, np.inf))
+    threshold = factor * np.median(d_small.min(1))
+    spread = d_rr[~np.eye(len(r), dtype=bool)].mean()
+    nearest = np.where(same, d_ff, np.inf).min(1)
+    return d_ff[same].mean() / spread, (nearest <= threshold).mean()
+
+
+def test_functional_diversity_within_groups_matches_numpy_reference():
+    from lightning_gan_monitor.functional.diversity import diversity_against, real_reference
+
+    g = torch.Generator().manual_seed(3)
+    fake, real = torch.randn(96, 5, generator=g), torch.randn(128, 5, generator=g)
+    groups = torch.arange(3).repeat_interleave(32)
+    values = diversity_against(fake, real_reference(real, 5, 32), groups=groups)
+    spread, duplicates = _numpy_within_groups(fake, real, groups)
+    assert values[0].item() == pytest.approx(spread, rel=1e-5)
+    assert values[1].item() == pytest.approx(duplicates)
+    pooled = diversity_against(fake, real_reference(real, 5, 96))
+    assert values[2:].tolist() == pooled[2:].tolist()  # density and coverage take every sample
+
+
+def test_functional_movement_and_twin_rate_match_numpy_reference():
+    from lightning_gan_monitor.functional.diversity import movement, twin_rate
+
+    g = torch.Generator().manual_seed(4)
+    before, after = torch.randn(50, 7, generator=g), torch.randn(50, 7, generator=g)
+    spread = torch.tensor(2.5)
+    expected = np.linalg.norm(after.numpy() - before.numpy(), axis=1).mean() / 2.5
+    assert movement(before, after, spread).item() == pytest.approx(expected, rel=1e-5)
+    assert movement(before, before, spread).item() == 0.0
+    twins = torch.cat([before[:10], before[:10], before[10:]])  # 20 of 60 samples have an exact twin
+    assert twin_rate(twins, 1e-6).item() == pytest.approx(20 / 60)
+    with pytest.raises(ValueError, match="`before` and `after` must have the same shape"):
+        movement(before, after[:3], spread)

@@ -48,8 +48,8 @@ def test_reading_auto_reads_a_logits_discriminator_as_logits(tmp_path, caplog):
     recorder, trainer, said, warned = run(tmp_path, sigmoid=False, from_logits="auto", caplog=caplog)
     assert said == [
         "GANMonitor: reading the discriminator's outputs as logits (some are outside [0, 1]; a sigmoid turns them "
-        "into probabilities). Pass `GANMonitor(output='logit')` to fix the reading, or `output='critic'` for a "
-        "Wasserstein critic or a hinge discriminator."
+        "into probabilities). Pass `GANMonitor(output='logit')` to say so (a Wasserstein critic or a hinge "
+        "discriminator takes `output='critic'`)."
     ]
     assert warned == []
     logged_equals_metric(recorder, trainer, from_logits=True)
@@ -57,9 +57,10 @@ def test_reading_auto_reads_a_logits_discriminator_as_logits(tmp_path, caplog):
 
 def test_reading_auto_reads_a_sigmoid_discriminator_as_probabilities(tmp_path, caplog):
     recorder, trainer, said, warned = run(tmp_path, sigmoid=True, from_logits="auto", caplog=caplog)
-    assert said == [
-        "GANMonitor: reading the discriminator's outputs as probabilities (all were inside [0, 1] in batch 1). "
-        "Pass `GANMonitor(output='probability')` to fix the reading."
+    assert said == [  # decided at the first log point (batch 10), on every batch until then
+        "GANMonitor: reading the discriminator's outputs as probabilities for now (every output of batches 1-10 lay "
+        "in [0, 1]); outputs outside [0, 1] later switch the reading to logits. Pass "
+        "`GANMonitor(output='probability')` or `output='logit'` to say which."
     ]
     assert warned == []
     logged_equals_metric(recorder, trainer, from_logits=False)
@@ -95,8 +96,8 @@ def test_reading_false_on_a_logits_discriminator_is_a_clear_error(tmp_path, capl
 def test_reading_auto_switches_to_logits_when_outputs_leave_0_1_and_says_so():
     said = []
     reading = Reading("auto", 20, lambda message, warning: said.append((message, warning)))
-    assert reading.choose(outside=False, first=1, last=1) is False
-    assert reading.choose(outside=False, first=2, last=20) is False
+    assert reading.choose(outside=False, first=1, last=1) is None  # one batch decides nothing: held back
+    assert reading.choose(outside=False, first=1, last=20) is False  # a whole window inside [0, 1]
     assert reading.choose(outside=True, first=21, last=40) is True  # the window itself is read as logits
     assert reading.choose(outside=False, first=41, last=60) is True  # and every later one
     assert [warning for _, warning in said] == [False, True]
@@ -107,3 +108,33 @@ def test_reading_auto_switches_to_logits_when_outputs_leave_0_1_and_says_so():
     restored = Reading("auto", 20, lambda *_: None)
     restored.load_state_dict(reading.state_dict())
     assert restored.choose(outside=False, first=61, last=80) is True
+
+
+def test_reading_auto_revises_without_a_warning_before_anything_was_logged():
+    said = []
+    reading = Reading("auto", 20, lambda message, warning: said.append((message, warning)))
+    assert reading.choose(outside=False, first=1, last=5, final=True, logged=False) is False  # a log point at 5
+    assert reading.choose(outside=True, first=6, last=20, logged=False) is True
+    assert [warning for _, warning in said] == [False, False]
+    assert "nothing was logged before" in said[1][0]
+
+
+@pytest.mark.slow
+def test_reading_auto_decides_fifty_fresh_logit_discriminators_without_a_warning(tmp_path, caplog):
+    # Lightning's example shape (logits, probed) with 50 seeds: a third of fresh logit Ds put every output of their
+    # first batch inside [0, 1]; one (seed 8) keeps them there for the first window of 20 batches and leaves at
+    # batch 21-25, before anything was logged: the reading is revised with an info line, no warning.
+    from template_gan import TemplateGAN, digit_images_loader
+
+    readings = []
+    for seed in range(50):
+        monitor = GANMonitor(verbose=False, diversity_every_n_batches=None, image_every_n_epochs=None)
+        pl.seed_everything(seed)
+        # Lightning's default log_every_n_steps (50), as the README's users have: nothing is logged before batch 50
+        trainer = make_trainer(tmp_path, [monitor], max_steps=2 * 60, log_every_n_steps=50)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", GANMonitorWarning)
+            trainer.fit(TemplateGAN(), digit_images_loader(seed=seed))
+        assert [str(w.message) for w in caught if issubclass(w.category, GANMonitorWarning)] == [], seed
+        readings.append(monitor._reading.decided)
+    assert readings == ["logits"] * 50

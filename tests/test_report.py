@@ -21,6 +21,7 @@ from torch.utils.tensorboard import SummaryWriter
 
 from lightning_gan_monitor import FailureMode, GANMonitor, GANMonitorWarning, StoppingReason
 from lightning_gan_monitor.__main__ import main
+from lightning_gan_monitor.diagnosis import format_message
 from lightning_gan_monitor.functional import gan_scores
 from lightning_gan_monitor.report import (
     DEFAULT_CONFIG,
@@ -31,7 +32,7 @@ from lightning_gan_monitor.report import (
     plot_runs,
     save_report,
 )
-from lightning_gan_monitor.rules import Rule, format_message
+from lightning_gan_monitor.rules import Rule
 from lightning_gan_monitor.tensorboard import code_block, to_markdown, write_config
 
 matplotlib.use("Agg")
@@ -344,16 +345,18 @@ def test_monitor_plot_draws_its_own_history(runs):
 def reference_regimes(recorder: RecordOutputs, smoothing: float = 0.9) -> dict[str, int]:
     """Independent reference: bias-corrected EMA of each batch's scores, then the regime of every batch."""
     counts = dict.fromkeys(["balanced", "discriminator dominating", "generator dominating", "non-finite"], 0)
-    m, w = np.zeros(2), 0.0
+    m, w = np.zeros(3), 0.0
     for d_real, d_fake in recorder.batches:
         if not (torch.isfinite(d_real).all() and torch.isfinite(d_fake).all()):
             counts["non-finite"] += 1
             continue
         s = gan_scores(d_real, d_fake, from_logits=True)
-        x = np.array([s["generator_score"].item(), s["discriminator_score"].item()])
+        auc = (d_real.flatten().unsqueeze(1) > d_fake.flatten().unsqueeze(0)).float().mean().item()
+        x = np.array([s["generator_score"].item(), s["discriminator_score"].item(), auc])
         m, w = smoothing * m + (1 - smoothing) * x, smoothing * w + (1 - smoothing)
-        g, d = m / w
-        regime = "discriminator dominating" if g < 0.1 and d > 0.9 else "generator dominating" if g > 0.8 else None
+        g, d, a = m / w
+        fooled = g > 0.8 or a < 0.2  # D rates fakes as real, or orders them above real samples
+        regime = "discriminator dominating" if g < 0.1 and d > 0.9 else "generator dominating" if fooled else None
         counts[regime or "balanced"] += 1
     return counts
 

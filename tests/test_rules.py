@@ -1,3 +1,4 @@
+import math
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -9,6 +10,7 @@ import torch
 
 import lightning_gan_monitor
 from lightning_gan_monitor.accumulate import scores_from_stats
+from lightning_gan_monitor.cause import decide
 from lightning_gan_monitor.diagnosis import REMEDIES, format_message, parse_message
 from lightning_gan_monitor.functional import gan_score_stats
 from lightning_gan_monitor.history import regime_counts, summarize
@@ -22,7 +24,6 @@ from lightning_gan_monitor.rules import (
     NonFinite,
     Rule,
     StoppingReason,
-    decide,
 )
 from lightning_gan_monitor.tensorboard import to_markdown
 from lightning_gan_monitor.tracker import ScoreTracker
@@ -205,7 +206,7 @@ def test_rules_module_does_not_import_lightning():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
     # and the decision path is plain Python: rules, diagnosis, history and names import no torch
-    for module in ("rules", "tracker", "diagnosis", "history", "names"):
+    for module in ("rules", "cause", "tracker", "diagnosis", "history", "names"):
         source = (Path(lightning_gan_monitor.__file__).parent / f"{module}.py").read_text()
         assert "import torch" not in source and "from torch" not in source, module
 
@@ -278,3 +279,16 @@ def test_rules_summary_says_how_the_run_went():
     assert "collapsed                  not measured" in str(summarize(100, regimes, scores))
     partial = str(summarize(150, regimes, scores))
     assert partial.startswith("GANMonitor summary of 150 training batches (regimes of the 100 batches the rules")
+
+
+def test_rules_smoothing_decays_per_batch_also_between_probes():
+    from lightning_gan_monitor.rules import GeneratorDominates
+    from lightning_gan_monitor.tracker import ScoreTracker
+
+    probed = ScoreTracker([GeneratorDominates(patience=1000)], smoothing=0.9)
+    low, high = [0.2, 0.5, 0.5, 0.5] + [math.nan] * 4, [0.9, 0.5, 0.5, 0.5] + [math.nan] * 4
+    probed.update([(low, False), *[(None, False)] * 9, (high, False), *[(None, False)] * 9])
+    # a probe every 10 batches: the first weighs 0.9**10 against the second, as 10 batches of it would
+    weight = 0.9**10
+    expected = (weight * (1 - 0.9) * 0.2 + (1 - weight) * 0.9) / (weight * (1 - 0.9) + (1 - weight))
+    assert probed.scores["generator_score"] == pytest.approx(expected)  # 0.86: per observation it would be 0.57

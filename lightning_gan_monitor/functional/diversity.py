@@ -23,9 +23,11 @@ __all__ = [
     "diversity_against",
     "diversity_ratio",
     "diversity_scores",
+    "movement",
     "near_duplicate_rate",
     "pairwise_distances",
     "real_reference",
+    "twin_rate",
 ]
 
 
@@ -304,26 +306,50 @@ def real_reference(real: Tensor, nearest_k: int = 5, fakes: int | None = None) -
     return RealReference(real, _mean_off_diagonal(d_rr), size, nearest_median, radii, nearest_k)
 
 
-def diversity_against(fake: Tensor, reference: RealReference, near_duplicate_factor: float = 0.25) -> Tensor:
+def diversity_against(
+    fake: Tensor, reference: RealReference, near_duplicate_factor: float = 0.25, groups: Tensor | None = None
+) -> Tensor:
     """The four diversity values (``DIVERSITY_NAMES``) of ``fake`` against a :func:`real_reference`.
 
     The same numbers as :func:`diversity_scores` on the reference's real set, at the cost of the generated side.
 
+    With ``groups`` (one id per generated sample, e.g. the training batch it came from), the diversity ratio and the
+    near-duplicate rate look only at pairs within a group: samples of one moment, so that a generator drawing one
+    image that drifts from batch to batch is not read as diverse; a sample's nearest neighbour is then sought among
+    as many others as a group holds, and so is a real sample's for the near-duplicate threshold (a reference made
+    for ``fakes`` = the largest group). Density and coverage take every sample.
+
     Raises:
         ValueError: for a bad ``near_duplicate_factor``, or features of another size than the reference's.
+
+    Example:
+        >>> real = torch.tensor([[0.0], [1.0], [2.0], [3.0]])
+        >>> drifting = torch.tensor([[0.0], [0.0], [2.0], [2.0]])  # two batches of one sample each
+        >>> reference = real_reference(real, nearest_k=1, fakes=2)
+        >>> diversity_against(drifting, reference, groups=torch.tensor([0, 0, 1, 1]))[:2]
+        tensor([0., 1.])
+
     """
     _check_factor(near_duplicate_factor, "near_duplicate_factor")
     fake, real = _pair(fake, reference.real)
-    size = min(fake.shape[0], real.shape[0])
+    group_size = fake.shape[0] if groups is None else int(torch.bincount(groups.cpu()).max())
+    size = min(group_size, real.shape[0])
     if size >= 2 and size != reference.fakes:  # a reference made for another number of generated samples
-        reference = real_reference(real, reference.nearest_k, fake.shape[0])
+        reference = real_reference(real, reference.nearest_k, group_size)
     d_ff = pairwise_distances(fake)
     nan = torch.full((), float("nan"), device=fake.device)
-    spread = torch.where(reference.spread > 0, _mean_off_diagonal(d_ff) / reference.spread, float("nan"))
     duplicates = nan
-    if size >= 2:
-        threshold = near_duplicate_factor * reference.nearest_median
-        duplicates = (_nearest_other(d_ff[:size, :size]) <= threshold).float().mean()
+    if groups is None:
+        mean_ff = _mean_off_diagonal(d_ff)
+        nearest = _nearest_other(d_ff[:size, :size]) if size >= 2 else None
+    else:
+        groups = groups.to(fake.device)
+        pairs = (groups.unsqueeze(0) == groups.unsqueeze(1)).fill_diagonal_(False)
+        mean_ff = (d_ff * pairs).sum() / pairs.sum() if bool(pairs.any()) else nan
+        nearest = d_ff.masked_fill(~pairs, float("inf")).min(dim=1).values[pairs.any(dim=1)] if size >= 2 else None
+    spread = torch.where(reference.spread > 0, mean_ff / reference.spread, float("nan"))
+    if nearest is not None and nearest.numel():
+        duplicates = (nearest <= near_duplicate_factor * reference.nearest_median).float().mean()
     if reference.radii is None:
         density_ = coverage_ = nan
     else:
@@ -331,3 +357,41 @@ def diversity_against(fake: Tensor, reference: RealReference, near_duplicate_fac
         density_ = inside.sum(dim=0).float().mean() / reference.nearest_k
         coverage_ = inside.any(dim=1).float().mean()
     return torch.stack([spread, duplicates, density_, coverage_]).float()
+
+
+def twin_rate(fake: Tensor, threshold: Tensor | float, groups: Tensor | None = None) -> Tensor:
+    """The share of samples with a twin: another sample (of its group, with ``groups``) within ``threshold``.
+
+    With a threshold far below the real samples' nearest-neighbour distance (the monitor takes 1% of their median),
+    a twin is the same output for another latent vector: what a collapsed generator draws, and a young one, whose
+    samples lie close together but apart, does not.
+
+    Example:
+        >>> twin_rate(torch.tensor([[0.0], [0.0], [1.0], [2.0]]), 0.01)
+        tensor(0.5000)
+    """
+    fake = _features(fake, "fake")
+    d_ff = pairwise_distances(fake)
+    if groups is None:
+        return (_nearest_other(d_ff) <= threshold).float().mean()
+    groups = groups.to(fake.device)
+    pairs = (groups.unsqueeze(0) == groups.unsqueeze(1)).fill_diagonal_(False)
+    nearest = d_ff.masked_fill(~pairs, float("inf")).min(dim=1).values[pairs.any(dim=1)]
+    return (nearest <= threshold).float().mean()
+
+
+def movement(before: Tensor, after: Tensor, spread: Tensor) -> Tensor:
+    """How far samples moved: the mean distance between ``before[i]`` and ``after[i]``, over ``spread``.
+
+    Used on G's outputs for one fixed batch of latent vectors at two diversity checks: 0 for a generator that did not
+    change at all (frozen parameters, a learning rate of 0), about 1 for one whose outputs moved as far as two
+    real samples lie apart (``spread``: the real samples' mean pairwise distance, :attr:`RealReference.spread`).
+
+    Example:
+        >>> movement(torch.zeros(2, 3), torch.ones(2, 3), torch.tensor(3.0 ** 0.5))
+        tensor(1.)
+    """
+    before, after = _features(before, "before"), _features(after, "after")
+    if before.shape != after.shape:
+        raise ValueError(f"`before` and `after` must have the same shape, got {before.shape} and {after.shape}")
+    return (after - before).norm(dim=1).mean() / spread
