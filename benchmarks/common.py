@@ -43,6 +43,20 @@ __all__ = [
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 
 
+def quiet_study() -> str:
+    """Set a study up as the long ones run: one thread, Lightning's and other warnings off (a monitor feature that
+    turns itself off is an error: a bug to see); returns the load average at the start."""
+    import logging
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    warnings.filterwarnings("error", message=".*failed at batch")
+    for name in ("lightning", "pytorch_lightning", "lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    torch.set_num_threads(1)
+    return load_average()
+
+
 def machine() -> str:
     """One line naming the machine the figures come from."""
     model = "unknown CPU"

@@ -90,6 +90,8 @@ def measure(log_every: int, probing: bool, batches: int) -> dict[str, Any]:
     logged = [d for b, d in per_batch.items() if b % log_every == 0 and b != last]
     # medians: a rare slow check (the first one that builds a buffer, a lazy import) would swamp a mean of 60
     check = statistics.median(plain) if plain else math.nan
+    ends = t["on_train_batch_end"]
+    diversity = [d for b, d in ends if b % 100 == 0 and b % log_every and b != last]  # a check is inside each
     return {
         "monitor": lightning_gan_monitor.__version__,
         "setting": f"{'probing' if probing else 'outputs'}, log_every_n_steps={log_every}",
@@ -102,6 +104,8 @@ def measure(log_every: int, probing: bool, batches: int) -> dict[str, Any]:
         "log point µs (median, on top of a check)": (
             f"{(statistics.median(logged) - (check if plain else 0.0)) * 1e6:.0f}" if logged else ""
         ),
+        "diversity check µs (median, with its check)": f"{statistics.median(diversity) * 1e6:.0f}" if diversity else "",
+        "first batch µs": f"{ends[0][1] * 1e6:.0f}",
     }
 
 
@@ -115,6 +119,8 @@ COLUMNS = [
     "checks",
     "check µs (median)",
     "log point µs (median, on top of a check)",
+    "diversity check µs (median, with its check)",
+    "first batch µs",
 ]
 
 
@@ -145,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     rows += rows_of(args.batches)
     command = f"python benchmarks/hook_share.py --batches {args.batches}"
     if args.compare:
-        command += " --compare CHECKOUT_OF_0.1"
+        command += " --compare CHECKOUT_OF_THE_OTHER_VERSION"
     text = "\n".join(
         [
             "## Time inside the monitor's hooks",
@@ -158,7 +164,9 @@ def main(argv: list[str] | None = None) -> int:
             "metrics every 100 batches; no logger, so no image grids). `share in hooks`: time inside the monitor's "
             "hooks over the `fit`'s wall time. `check µs`: a check at a batch that is not a log point; `log point "
             "µs`: what a check at a log point costs on top of that (in 0.1 a log point was a separate step after "
-            "the check). Diversity checks are inside the hooks' share, not in the check's cost.",
+            "the check). Diversity checks are inside the hooks' share, not in the check's cost; `diversity check µs`: "
+            "a batch with a diversity check (at batches 100, 200, ... that are not log points), its check included; "
+            "`first batch µs`: the first batch's hook (from 0.3 on it draws G's first samples for the collapse rule).",
             "",
             markdown_table(rows, COLUMNS),
         ]

@@ -179,3 +179,54 @@ def test_benchmarks_false_alarms_quick_runs_every_kind_quietly():
         assert 0 <= run["max_near_duplicates"] <= 1
     text = false_alarms.report(rows, "", "0.0 on 2 cores", "python benchmarks/false_alarms.py --quick")
     assert "0 of 5 healthy runs had a rule fire" in text
+
+
+@pytest.mark.slow
+def test_benchmarks_zoo_quick_names_the_issue_cases_and_reports_a_confusion_matrix():
+    import zoo
+
+    torch.set_num_threads(1)
+    rows = zoo.measure(zoo.grid(quick=True))
+    assert {r["family"] for r in rows} == {"lightning", "cgan", "fabric"}
+    for (
+        row
+    ) in rows:  # healthy quiet, a frozen generator named dominance (never collapse), a noise-ignoring one collapse
+        assert row["named"] == row["expected"], (row["family"], row["condition"], row["named"], row["message"][:200])
+    frozen = [r for r in rows if r["condition"].startswith("G frozen")]
+    assert frozen and all(r["expected"] == "discriminator_dominates" for r in frozen)
+    collapsed = [r for r in rows if r["condition"].startswith("G ignores")]
+    assert all(r["stopped_at"] - r["onset"] <= 150 for r in collapsed)
+    text = zoo.report(rows, "a note", "0.0 on 2 cores", "python benchmarks/zoo.py --quick")
+    assert (
+        text.startswith("## The failure zoo") and "False alarms: 0 of 3" in text and "| truth \\ named first |" in text
+    )
+
+
+def test_benchmarks_zoo_ground_truth_labels_follow_what_the_samples_show():
+    import zoo
+
+    case = {"family": "lightning", "condition": "healthy"}
+    healthy = {"finite": True, "classes": 9, "duplicates": 0.0, "near_data": 1.5, "auc": 0.9, "d_fake": 0.4}
+    assert zoo.label(case, healthy) is None
+    assert zoo.label(case, {**healthy, "duplicates": 0.9}) == "mode_collapse"  # a healthy set-up that collapsed
+    induced = {"family": "lightning", "condition": "G ignores its noise at 200"}
+    assert zoo.label(induced, healthy) is None  # the induced collapse did not take hold
+    critic = {"family": "wgangp", "condition": "D 10x faster at 200"}
+    assert zoo.label(critic, {**healthy, "auc": 1.0, "d_fake": 0.05}) is None  # a harder-trained critic is no failure
+    assert zoo.label(case, {**healthy, "finite": False}) == "non_finite"
+
+
+@pytest.mark.slow
+def test_benchmarks_stacked_digits_quick_counts_modes_and_names_the_partial_collapse():
+    import stacked_digits
+
+    torch.set_num_threads(1)
+    images, modes = stacked_digits.stacked(100, seed=0)
+    assert images.shape == (100, 3, 8, 8) and int(modes.min()) >= 0 and int(modes.max()) < 1000
+    assert stacked_digits.captured(images)[0] > 50  # the classifier reads real stacks as their modes
+    runs = stacked_digits.measure(quick=True)
+    healthy, partial = runs
+    assert healthy["named first"] == "nothing"
+    assert partial["collapse named at"] is not None and partial["collapse named at"] - partial["collapse_at"] <= 150
+    text = stacked_digits.report(runs, "", "0.0 on 2 cores", "python benchmarks/stacked_digits.py --quick")
+    assert "Spearman rank correlation with the modes captured" in text
