@@ -35,10 +35,24 @@ from torch.utils.data import DataLoader, TensorDataset
 from lightning_gan_monitor import FailureMode, GANMonitor
 from lightning_gan_monitor.functional import coverage, mode_coverage
 
-MODE_VARIANTS = ((256, 512, 5), (256, 512, 10), (1024, 1024, 5))
+#: Mode coverage measured beside the monitor's: (generated samples, real samples, k, scale of the reach).
+MODE_VARIANTS = (
+    (256, 512, 5, 3.0),
+    (256, 512, 10, 3.0),
+    (1024, 1024, 5, 3.0),
+    (256, 512, 5, 2.0),
+    (256, 512, 5, 5.0),
+    (1024, 512, 5, 3.0),
+    (1024, 512, 5, 5.0),
+)
 #: Coverage measured beside the monitor's, at each check: (generated samples, real samples, k). The first is what
 #: the monitor measures at its defaults (a training batch of 256 against a reservoir of 512, k = 5).
 COVERAGE_VARIANTS = ((256, 512, 5), (256, 512, 10), (256, 512, 20), (1024, 1024, 5), (1024, 1024, 20), (2500, 2048, 5))
+
+
+def mode_variant(n: int, m: int, k: int, scale: float) -> str:
+    """The name of a mode-coverage variant in the checks and the correlations."""
+    return f"mode coverage n={n} m={m} k={k}" + (f" scale={scale:g}" if scale != 3.0 else "")
 
 
 def mixture(name: str) -> tuple[Tensor, float]:
@@ -119,8 +133,8 @@ class TruthAtChecks(pl.Callback):
         variants = {
             f"coverage n={n} m={m} k={k}": coverage(points[:n], real[:m], k).item() for n, m, k in COVERAGE_VARIANTS
         }
-        for n, m, k in MODE_VARIANTS:
-            variants[f"mode coverage n={n} m={m} k={k}"] = mode_coverage(points[:n], real[:m], k).item()
+        for n, m, k, scale in MODE_VARIANTS:
+            variants[mode_variant(n, m, k, scale)] = mode_coverage(points[:n], real[:m], k, scale).item()
         logged = trainer.callback_metrics["gan/mode_coverage"].item()  # the monitor's, at this check
         row = {"batch": self.batches, "modes": modes, "high_quality": quality, **self.monitor.diversity}
         self.rows.append({**row, "mode_coverage": logged, **variants})

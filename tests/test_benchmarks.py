@@ -149,7 +149,7 @@ def test_benchmarks_mixture_modes_quick_collapsing_generator_fires_and_truth_is_
     assert all(c["mode_coverage"] <= 1 / 8 for c in collapsing["checks"])  # the monitor's: one of 8 modes at most
     rho = mixture_modes.correlations(runs)
     variants = {f"coverage n={n} m={m} k={k}" for n, m, k in mixture_modes.COVERAGE_VARIANTS}
-    variants |= {f"mode coverage n={n} m={m} k={k}" for n, m, k in mixture_modes.MODE_VARIANTS}
+    variants |= {mixture_modes.mode_variant(*variant) for variant in mixture_modes.MODE_VARIANTS}
     assert set(rho) == {"coverage", "mode_coverage", "diversity", "near_duplicates", "density", *variants}
 
 
