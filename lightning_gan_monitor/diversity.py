@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from lightning_gan_monitor.collapse import STILL_BELOW, CollapseTracker, ModeCollapse
 from lightning_gan_monitor.diagnosis import not_learning
 from lightning_gan_monitor.functional.diversity import (
+    TWIN_FACTOR,
     RealReference,
     diversity_against,
     movement,
@@ -42,10 +43,6 @@ def _distributed() -> bool:
     """Whether this process is one of several (as torchmetrics decides whether to sync)."""
     dist = torch.distributed
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-
-
-#: A twin lies within this fraction of the real samples' median nearest-neighbour distance of another sample.
-TWIN_FACTOR = 0.01
 
 
 def _mean_over_processes(value: Tensor) -> Tensor:
@@ -288,11 +285,10 @@ class DiversityWatch:
                 self._reference = (key, reference, mode_labels(real_features, k) if modes else None)
             _, reference, labels = self._reference
             factor = self.metric.near_duplicate_factor
-            tensors = list(diversity_against(fake_features, reference, factor, groups))
+            *tensors, twins = diversity_against(fake_features, reference, factor, groups, with_twins=True)
             if labels is not None:
                 tensors.append(modes_reached(fake_features, real_features, *labels))
             spread = reference.spread
-            twins = twin_rate(fake_features, TWIN_FACTOR * reference.nearest_median, groups)
             if groups is not None and int(groups.max()) > 0:  # several batches: how far G drifted between them
                 pooled = pairwise_distances(fake_features).sum() / (fake.shape[0] * (fake.shape[0] - 1)) / spread
                 drift = (pooled - tensors[0]).clamp(min=0)

@@ -16,6 +16,7 @@ from lightning_gan_monitor.names import DIVERSITY_NAMES
 
 __all__ = [
     "DIVERSITY_NAMES",
+    "TWIN_FACTOR",
     "RealReference",
     "coverage",
     "density",
@@ -29,6 +30,11 @@ __all__ = [
     "real_reference",
     "twin_rate",
 ]
+
+
+#: A twin lies within this fraction of the real samples' median nearest-neighbour distance of another sample: the
+#: same output for another latent vector (a fresh or young generator's samples lie close together, never that close).
+TWIN_FACTOR = 0.01
 
 
 def _features(x: Tensor, name: str) -> Tensor:
@@ -80,6 +86,26 @@ def _nearest_other(distances: Tensor) -> Tensor:
         return torch.full((n,), float("nan"), device=distances.device)
     eye = torch.eye(n, dtype=torch.bool, device=distances.device)
     return distances.masked_fill(eye, float("inf")).min(dim=1).values
+
+
+def _within(d_ff: Tensor, groups: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+    """The mean distance of the pairs, each sample's nearest other one, and which have another (within ``groups``).
+
+    Without ``groups``, every pair of the set; with them, pairs of the same group only. No host synchronisation.
+    """
+    n = d_ff.shape[0]
+    if groups is None:
+        pairs = ~torch.eye(n, dtype=torch.bool, device=d_ff.device)
+    else:
+        groups = groups.to(d_ff.device)
+        pairs = (groups.unsqueeze(0) == groups.unsqueeze(1)).fill_diagonal_(False)
+    mean = (d_ff * pairs).sum() / pairs.sum()  # NaN without a pair
+    return mean, d_ff.masked_fill(~pairs, float("inf")).min(dim=1).values, pairs.any(dim=1)
+
+
+def _share_within(nearest: Tensor, has_other: Tensor, threshold: Tensor | float) -> Tensor:
+    """The share of the samples that have another one (in their group) whose nearest is within ``threshold``."""
+    return ((nearest <= threshold) & has_other).sum() / has_other.sum()  # NaN when none has another
 
 
 def _spread_ratio(d_ff: Tensor, d_rr: Tensor) -> Tensor:
@@ -307,7 +333,11 @@ def real_reference(real: Tensor, nearest_k: int = 5, fakes: int | None = None) -
 
 
 def diversity_against(
-    fake: Tensor, reference: RealReference, near_duplicate_factor: float = 0.25, groups: Tensor | None = None
+    fake: Tensor,
+    reference: RealReference,
+    near_duplicate_factor: float = 0.25,
+    groups: Tensor | None = None,
+    with_twins: bool = False,
 ) -> Tensor:
     """The four diversity values (``DIVERSITY_NAMES``) of ``fake`` against a :func:`real_reference`.
 
@@ -317,7 +347,8 @@ def diversity_against(
     near-duplicate rate look only at pairs within a group: samples of one moment, so that a generator drawing one
     image that drifts from batch to batch is not read as diverse; a sample's nearest neighbour is then sought among
     as many others as a group holds, and so is a real sample's for the near-duplicate threshold (a reference made
-    for ``fakes`` = the largest group). Density and coverage take every sample.
+    for ``fakes`` = the largest group). Density and coverage take every sample. ``with_twins`` appends a fifth value,
+    :func:`twin_rate` at ``TWIN_FACTOR`` of the real median nearest-neighbour distance, from the same distances.
 
     Raises:
         ValueError: for a bad ``near_duplicate_factor``, or features of another size than the reference's.
@@ -338,25 +369,22 @@ def diversity_against(
         reference = real_reference(real, reference.nearest_k, group_size)
     d_ff = pairwise_distances(fake)
     nan = torch.full((), float("nan"), device=fake.device)
-    duplicates = nan
-    if groups is None:
-        mean_ff = _mean_off_diagonal(d_ff)
-        nearest = _nearest_other(d_ff[:size, :size]) if size >= 2 else None
-    else:
-        groups = groups.to(fake.device)
-        pairs = (groups.unsqueeze(0) == groups.unsqueeze(1)).fill_diagonal_(False)
-        mean_ff = (d_ff * pairs).sum() / pairs.sum() if bool(pairs.any()) else nan
-        nearest = d_ff.masked_fill(~pairs, float("inf")).min(dim=1).values[pairs.any(dim=1)] if size >= 2 else None
+    mean_ff, _, _ = _within(d_ff, groups)
+    # near-duplicates among as many generated samples as real ones set the threshold (all of them, per group)
+    _, nearest, has_other = _within(d_ff[:size, :size], None) if groups is None else _within(d_ff, groups)
     spread = torch.where(reference.spread > 0, mean_ff / reference.spread, float("nan"))
-    if nearest is not None and nearest.numel():
-        duplicates = (nearest <= near_duplicate_factor * reference.nearest_median).float().mean()
+    duplicates = _share_within(nearest, has_other, near_duplicate_factor * reference.nearest_median)
+    twins = _share_within(nearest, has_other, TWIN_FACTOR * reference.nearest_median)
+    if size < 2:
+        duplicates = twins = nan
     if reference.radii is None:
         density_ = coverage_ = nan
     else:
         inside = pairwise_distances(real, fake) <= reference.radii.unsqueeze(1)  # (m, n): fake j in real i's ball
         density_ = inside.sum(dim=0).float().mean() / reference.nearest_k
         coverage_ = inside.any(dim=1).float().mean()
-    return torch.stack([spread, duplicates, density_, coverage_]).float()
+    values = torch.stack([spread, duplicates, density_, coverage_]).float()
+    return torch.cat([values, twins.float().reshape(1)]) if with_twins else values
 
 
 def twin_rate(fake: Tensor, threshold: Tensor | float, groups: Tensor | None = None) -> Tensor:
@@ -370,14 +398,8 @@ def twin_rate(fake: Tensor, threshold: Tensor | float, groups: Tensor | None = N
         >>> twin_rate(torch.tensor([[0.0], [0.0], [1.0], [2.0]]), 0.01)
         tensor(0.5000)
     """
-    fake = _features(fake, "fake")
-    d_ff = pairwise_distances(fake)
-    if groups is None:
-        return (_nearest_other(d_ff) <= threshold).float().mean()
-    groups = groups.to(fake.device)
-    pairs = (groups.unsqueeze(0) == groups.unsqueeze(1)).fill_diagonal_(False)
-    nearest = d_ff.masked_fill(~pairs, float("inf")).min(dim=1).values[pairs.any(dim=1)]
-    return (nearest <= threshold).float().mean()
+    _, nearest, has_other = _within(pairwise_distances(_features(fake, "fake")), groups)
+    return _share_within(nearest, has_other, threshold)
 
 
 def movement(before: Tensor, after: Tensor, spread: Tensor) -> Tensor:
