@@ -300,7 +300,8 @@ class GANMonitorBase(MonitorState, MonitorArguments):
         updates: float | None = self._generator_updates
         if self._watch is not None and self._watch.generator_still:
             updates = None  # a generator that does not move at all needs no more updates to show it is not learning
-        fired = [*self._tracker.update(observed, updates), *(firings or [])]
+        learning = self._watch is not None and self._watch.generator_learning
+        fired = [*self._tracker.update(observed, updates, learning), *(firings or [])]
         for b in batches:
             self._log_stats = [total + value for total, value in zip(self._log_stats, [*b.stats, *b.ranks])]
         if log:

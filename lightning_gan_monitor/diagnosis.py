@@ -26,6 +26,7 @@ __all__ = [
     "not_learning",
     "parse_message",
     "say",
+    "still_learning",
     "stop_note",
     "title",
     "turned_off",
@@ -270,6 +271,20 @@ def not_learning(values: dict[str, float] | None, movement: float, still: bool) 
     if not parts:
         return "", ()
     return f"The generator is not learning: {'; and '.join(parts)}.", (GENERATOR_STEPS,)
+
+
+def still_learning(movement: float) -> str:
+    """The sentence for a dominance whose generator still moves: it waited twice its patience for it.
+
+    Example:
+        >>> print(still_learning(0.21))  # doctest: +NORMALIZE_WHITESPACE
+        The generator still moves (0.210 of the real samples' spread since the last diversity check), so the rule
+        waited twice its patience for it to catch up.
+    """
+    return (
+        f"The generator still moves ({movement:.3f} of the real samples' spread since the last diversity check), so "
+        "the rule waited twice its patience for it to catch up."
+    )
 
 
 def title(failure: FailureMode) -> str:

@@ -18,7 +18,7 @@ from lightning_utilities.core.rank_zero import rank_zero_info
 from torch import Tensor, nn
 
 from lightning_gan_monitor.collapse import STILL_BELOW, CollapseTracker, ModeCollapse
-from lightning_gan_monitor.diagnosis import not_learning
+from lightning_gan_monitor.diagnosis import not_learning, still_learning
 from lightning_gan_monitor.functional.diversity import (
     TWIN_FACTOR,
     RealReference,
@@ -347,6 +347,12 @@ class DiversityWatch:
         """Whether G's outputs on the fixed latent vectors did not move at all between the last two checks."""
         return self.tracker is not None and self.tracker.movement < STILL_BELOW
 
+    @property
+    def generator_learning(self) -> bool:
+        """Whether G's outputs moved at the latest check as a learning generator's do (``collapse_moving_above``)."""
+        tracker = self.tracker
+        return tracker is not None and tracker.movement >= tracker.rule.moving_above * tracker.rule.every / 100
+
     def generator_note(self) -> tuple[str, tuple[str, ...]]:
         """What the latest check says of a generator that is not learning (a sentence and its remedies), or ``""``.
 
@@ -356,6 +362,8 @@ class DiversityWatch:
         tracker = self.tracker
         if tracker is None:
             return "", ()
+        if self.generator_learning:
+            return still_learning(tracker.movement), ()
         return not_learning(tracker.not_learning, tracker.movement, tracker.movement < STILL_BELOW)
 
     @property

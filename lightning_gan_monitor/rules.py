@@ -56,6 +56,8 @@ class Rule:
     unit: ClassVar[str] = "batch"
     #: Whether it also waits until the generator has had ``patience`` updates (see ``ScoreTracker.update``).
     waits_for_updates: ClassVar[bool] = False
+    #: How many times ``patience`` it waits while the generator's outputs still move as a learning one's do.
+    while_learning: ClassVar[int] = 1
 
     def holds(self, scores: Mapping[str, float], non_finite: bool) -> bool:
         """Whether the condition holds for the smoothed ``scores`` (NaN never meets a threshold)."""
@@ -79,6 +81,9 @@ class DiscriminatorDominates(Rule):
     generator_below: float = 0.1
     discriminator_above: float = 0.9
     failure: FailureMode | None = field(init=False, default=FailureMode.DISCRIMINATOR_DOMINATES)
+    #: A generator whose outputs move as a learning one's do has not stopped learning: the condition must hold
+    #: twice as long (a D learning 4x faster held Lightning's example at 0.08-0.10 for 200 batches, then it caught up).
+    while_learning: ClassVar[int] = 2
     shown: ClassVar[tuple[str, ...]] = ("generator_score", "discriminator_score")
 
     def holds(self, scores: Mapping[str, float], non_finite: bool) -> bool:  # noqa: D102

@@ -79,11 +79,13 @@ class ScoreTracker:
             if holding and rule.failure is not None
         ]
 
-    def update(self, batches: Sequence[Batch], updates: float | None = None) -> list[Firing]:
+    def update(self, batches: Sequence[Batch], updates: float | None = None, learning: bool = False) -> list[Firing]:
         """Take the batches since the last check, in order; returns the firings among them, in order.
 
         ``updates``: the generator's updates so far (None: not counted). A rule that ``waits_for_updates`` fires only
         once they reach its ``patience``, at the first check after (its condition keeps counting meanwhile).
+        ``learning``: the generator's outputs still move as a learning one's do (the latest diversity check): a rule
+        waits ``while_learning`` times its ``patience`` then.
 
         A batch with nothing observed changes nothing; the next observed batch stands for it too (its condition
         counts for every batch since the previous observation, and the moving average decays over every batch
@@ -112,7 +114,8 @@ class ScoreTracker:
                         continue
                     self.held[i] += gap
                     waiting = rule.waits_for_updates and updates is not None and updates < rule.patience
-                    if self.held[i] >= rule.patience and not self.latched[i] and not waiting:
+                    patience = rule.patience * (rule.while_learning if learning else 1)
+                    if self.held[i] >= patience and not self.latched[i] and not waiting:
                         self.latched[i] = True
                         evidence = {k: smoothed[k] for k in rule.evidence if not math.isnan(smoothed.get(k, math.nan))}
                         firings.append(Firing(rule, self.batches, self.held[i], evidence))

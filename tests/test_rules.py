@@ -292,3 +292,17 @@ def test_rules_smoothing_decays_per_batch_also_between_probes():
     weight = 0.9**10
     expected = (weight * (1 - 0.9) * 0.2 + (1 - weight) * 0.9) / (weight * (1 - 0.9) + (1 - weight))
     assert probed.scores["generator_score"] == pytest.approx(expected)  # 0.86: per observation it would be 0.57
+
+
+def test_rules_discriminator_dominates_waits_twice_its_patience_while_the_generator_still_learns():
+    from lightning_gan_monitor.tracker import ScoreTracker
+
+    rules = [DiscriminatorDominates(patience=10), GeneratorDominates(patience=10)]
+    dominated = ([0.02, 0.99, 1.0, 1.0] + [math.nan] * 4, False)
+    fooled = ([0.95, 0.3, 0.0, 0.6] + [math.nan] * 4, False)
+    for learning, fires_at in ((False, 10), (True, 20)):
+        tracker = ScoreTracker(rules, smoothing=0.0)
+        fired = tracker.update([dominated] * 30, learning=learning)
+        assert [(f.rule.failure, f.batch) for f in fired] == [(FailureMode.DISCRIMINATOR_DOMINATES, fires_at)]
+    tracker = ScoreTracker(rules, smoothing=0.0)  # a fooled D does not wait: a learning G is what fools it
+    assert [f.batch for f in tracker.update([fooled] * 30, learning=True)] == [10]
