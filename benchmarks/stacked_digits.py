@@ -18,14 +18,13 @@ latent vectors: at most 100 modes) and on a full one (it ignores its noise).
 
 from __future__ import annotations
 
-import argparse
 import math
 from collections import Counter
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from common import markdown_table, provenance, quiet_study, write_section
+from common import markdown_table, provenance, quiet_study, study_main
 from scipy.stats import spearmanr
 from sklearn.datasets import load_digits
 from torch import Tensor
@@ -192,18 +191,8 @@ def report(runs: list[dict[str, Any]], note: str, load_before: str, command: str
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--write-results", action="store_true")
-    parser.add_argument("--note", default="")
-    args = parser.parse_args(argv)
-    load_before = quiet_study()
-    runs = measure(args.quick)
-    text = report(runs, args.note, load_before, "python benchmarks/stacked_digits.py" + " --quick" * args.quick)
-    print(text)
-    if args.write_results and not args.quick:
-        write_section("stacked_digits", text)
-    return 0
+    quiet_study()
+    return study_main(argv, __doc__, "stacked_digits", measure, report, "one short healthy run and a partial collapse")
 
 
 if __name__ == "__main__":

@@ -323,8 +323,7 @@ class GANMonitorBase(MonitorState, MonitorArguments):
         fooled = None  # a D that orders fakes above real samples: the cause to name before a collapse
         if fired:
             smoothed = self._tracker.scores
-            rules = [r for r in self._tracker.rules if getattr(r, "fooled_by_order", None)]
-            fooled = next(((r, smoothed) for r in rules if r.fooled_by_order(smoothed)), None)
+            fooled = next(((r, smoothed) for r in self._tracker.rules if r.fooled_by_order(smoothed)), None)
         stopping, diagnoses = decide(
             fired, self.on_failure, self._batches_seen, self._check_every, training_over, collapse, holding, caveat,
             note, fooled,

@@ -78,7 +78,6 @@ class MonitorState:
             "reading": self._reading.state_dict(),
             "log_stats": list(self._log_stats),
             "rng_state": sources["rng"],
-            "sample_rng_state": sources["sample_rng"],
             "fixed_latent": self._fixed_latent,
             "fixed_conditions": self._sources.first_conditions,
             "diversity": list(self.diversity.values()),
@@ -119,7 +118,8 @@ class MonitorState:
         # a checkpoint from before the rank sums holds the statistics alone: the rank sums start afresh
         self._log_stats = saved + [0.0] * (len(self._log_stats) - len(saved))
         self._reading.load_state_dict(state.get("reading", {}))
-        self._sources.rng_states = {"rng": state.get("rng_state"), "sample_rng": state.get("sample_rng_state")}
+        # (a "sample_rng_state" of 0.1 and 0.2, the diversity checks' generator, is not needed: they use fixed vectors)
+        self._sources.rng_states = {"rng": state.get("rng_state")}
         if state.get("fixed_latent") is not None:
             self._fixed_latent = state["fixed_latent"]
         if state.get("fixed_conditions") is not None:

@@ -378,8 +378,8 @@ class DiversityWatch:
         tracker = self.tracker
         if tracker is None or tracker.held == 0:  # held counts confirmed collapses only (not a G that is not learning)
             return None
-        twins = self.last["near_duplicates"] > (tracker.rule.at_once_near_duplicates_above or 1.0)
-        return dict(self.last) if tracker.rule.unambiguous(self.last) or twins else None
+        nearly_all = self.last["near_duplicates"] > (tracker.rule.at_once_near_duplicates_above or 1.0)
+        return dict(self.last) if tracker.rule.unambiguous(self.last) or nearly_all else None
 
     def _quality(self, fake: Tensor, real: Tensor) -> list[Tensor]:
         """FID and KID of torchmetrics on the features already extracted (its own extractor is never run)."""

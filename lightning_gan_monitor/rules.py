@@ -67,6 +67,10 @@ class Rule:
         """The condition and the values that meet it, in words."""
         raise NotImplementedError
 
+    def fooled_by_order(self, scores: Mapping[str, float]) -> bool:
+        """Whether the rule sees D order most generated samples above the real ones (a fooled D: named first)."""
+        return False
+
 
 @dataclass(frozen=True)
 class DiscriminatorDominates(Rule):

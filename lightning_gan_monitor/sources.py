@@ -169,8 +169,7 @@ class Sources(PicklesGenerators):
         self.probe_problem: str | None = None
         self.latent_shape: tuple[int, ...] | None = None
         self.rng: torch.Generator | None = None  # the probe's latent vectors
-        self.sample_rng: torch.Generator | None = None  # the diversity check's latent vectors
-        self.rng_states: dict[str, Tensor | None] = {"rng": None, "sample_rng": None}
+        self.rng_states: dict[str, Tensor | None] = {"rng": None}
         self.conditions: Tensor | None = None  # the latest real batch's conditions (labels), for G(z, y)
         self.first_conditions: Tensor | None = None  # the first batch's: the image grids' (kept in checkpoints)
         self._since_probe = 0
@@ -198,7 +197,7 @@ class Sources(PicklesGenerators):
     # ------------------------------------------------------------------ set-up
 
     def setup(self, pl_module: Any) -> None:
-        """Check whether the module can be probed, and seed the generators on its device (restoring saved states)."""
+        """Check whether the module can be probed, and seed the probe's generator on its device (or restore it)."""
         self.probe_problem = self._find_probe_problem(pl_module)
         if self.source == "probe":
             if self.probe_problem:
@@ -206,20 +205,18 @@ class Sources(PicklesGenerators):
             self._resolve("probe")
         if self.probe_problem is not None:
             return
-        device = pl_module.device
-        for name, offset in (("rng", 0), ("sample_rng", 1)):
-            rng = torch.Generator(device=device).manual_seed(self.seed + offset)
-            state = self.rng_states.get(name)
-            if state is not None:
-                try:
-                    rng.set_state(state)
-                except RuntimeError:  # a checkpoint written on another kind of device
-                    rank_zero_warn(
-                        f"GANMonitor could not restore its random generator from the checkpoint (written on another "
-                        f"device type); it restarts from `seed={self.seed}`.",
-                        category=GANMonitorWarning,
-                    )
-            setattr(self, name, rng)
+        rng = torch.Generator(device=pl_module.device).manual_seed(self.seed)
+        state = self.rng_states.get("rng")
+        if state is not None:
+            try:
+                rng.set_state(state)
+            except RuntimeError:  # a checkpoint written on another kind of device
+                rank_zero_warn(
+                    f"GANMonitor could not restore its random generator from the checkpoint (written on another "
+                    f"device type); it restarts from `seed={self.seed}`.",
+                    category=GANMonitorWarning,
+                )
+        self.rng = rng
 
     def _find_probe_problem(self, pl_module: Any) -> str | None:
         """Why this module cannot be probed (a sentence naming what to set), or None."""
@@ -388,16 +385,13 @@ class Sources(PicklesGenerators):
         return torch.randn((n, *self.latent_shape), generator=rng, device=rng.device, dtype=dtype)
 
     @torch.no_grad()
-    def generate(self, pl_module: Any, n: int = 0, z: Tensor | None = None, y: Tensor | None = None) -> Tensor:
-        """G of ``z`` (or of ``n`` latent vectors of the diversity generator), detached, training untouched.
+    def generate(self, pl_module: Any, z: Tensor, y: Tensor | None = None) -> Tensor:
+        """G of ``z``, detached, training untouched.
 
         A conditional generator (``condition_key``) gets ``y`` (cycled to as many as ``z``), or else the latest real
         batch's conditions.
         """
         generator: nn.Module = getattr(pl_module, self.generator_attr)
-        if z is None:
-            assert self.sample_rng is not None
-            z = self.latent(n, generator, self.sample_rng)
         y = y if y is not None else self.conditions
         if y is not None:
             y = cycled(y, z.shape[0]).to(z.device)
@@ -436,8 +430,5 @@ class Sources(PicklesGenerators):
         return self.generate(pl_module, z=cached, y=y)
 
     def state_dict(self) -> dict[str, Tensor | None]:
-        """The generators' states (or those loaded and not yet applied)."""
-        return {
-            name: rng.get_state() if rng is not None else self.rng_states.get(name)
-            for name, rng in (("rng", self.rng), ("sample_rng", self.sample_rng))
-        }
+        """The probe generator's state (or the one loaded and not yet applied)."""
+        return {"rng": self.rng.get_state() if self.rng is not None else self.rng_states.get("rng")}
