@@ -75,7 +75,7 @@ def run(case: Case, seed: int, batches: int) -> dict[str, Any]:
     return {
         "seed": seed,
         "diagnoses": [(d.failure.value if d.failure else "converged", d.batch) for d in monitor.diagnoses],
-        "updates": monitor._generator_updates,
+        "updates": monitor.generator_updates,
     }
 
 

@@ -70,7 +70,7 @@ class Scores(pl.Callback):
         self.monitor, self.rows = monitor, []
 
     def on_train_batch_end(self, *args: Any) -> None:
-        scores = self.monitor._tracker.scores
+        scores = self.monitor.tracker.scores
         self.rows.append((scores["generator_score"], scores["discriminator_score"], scores["fake_detection_accuracy"]))
 
 
@@ -105,7 +105,7 @@ def _fabric(run: str, seed: int) -> tuple[list[tuple[float, float]], list[Any]]:
 
     def update(*args: Any, **kwargs: Any) -> bool:
         stop = original(*args, **kwargs)
-        s = monitor._tracker.scores
+        s = monitor.tracker.scores
         rows.append((s["generator_score"], s["discriminator_score"], s["fake_detection_accuracy"]))
         return stop
 

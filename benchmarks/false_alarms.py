@@ -78,7 +78,7 @@ class Checks(pl.Callback):
     def on_train_batch_end(self, *args: Any) -> None:
         self.batches += 1
         if self.batches % self.monitor.diversity_every_n_batches == 0:
-            updates = self.monitor._generator_updates
+            updates = self.monitor.generator_updates
             self.rows.append({"batch": self.batches, "updates": updates, **self.monitor.diversity})
 
 

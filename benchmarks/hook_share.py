@@ -54,7 +54,9 @@ class TimedMonitor(GANMonitor):
         names = [*HOOKS, "_check", *(["_log_scores"] if hasattr(self, "_log_scores") else [])]
         self.timings: dict[str, list[tuple[int, float]]] = {name: [] for name in names}
         for name in names:
-            setattr(self, name, self._timed(name, getattr(self, name)))
+            # 0.3 and later: the check is the core's (`_monitor`); before, the callback's own
+            owner = self if hasattr(self, name) else self._monitor
+            setattr(owner, name, self._timed(name, getattr(owner, name)))
 
     def _timed(self, name: str, method: Callable[..., Any]) -> Callable[..., Any]:
         def timed(*args: Any, **kwargs: Any) -> Any:
@@ -62,7 +64,7 @@ class TimedMonitor(GANMonitor):
             try:
                 return method(*args, **kwargs)
             finally:
-                self.timings[name].append((self._batches_seen, time.perf_counter() - start))
+                self.timings[name].append((self.batches_seen, time.perf_counter() - start))
 
         return timed
 
@@ -95,8 +97,8 @@ def measure(log_every: int, probing: bool, batches: int) -> dict[str, Any]:
     return {
         "monitor": lightning_gan_monitor.__version__,
         "setting": f"{'probing' if probing else 'outputs'}, log_every_n_steps={log_every}",
-        "batches": monitor._batches_seen,
-        "ms / batch": f"{total / monitor._batches_seen * 1e3:.2f}",
+        "batches": monitor.batches_seen,
+        "ms / batch": f"{total / monitor.batches_seen * 1e3:.2f}",
         "share in hooks": f"{hooks / total * 100:.2f}%",
         "ordinary batch µs (median)": f"{statistics.median(d for _, d in t['on_train_batch_end']) * 1e6:.0f}",
         "checks": len(per_batch),

@@ -48,7 +48,7 @@ from pytorch_lightning.callbacks import EarlyStopping
 from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_gan_monitor import GANMonitor
-from lightning_gan_monitor.arguments import DEFAULT_COLLAPSE_DIVERSITY_BELOW
+from lightning_gan_monitor.config import DEFAULT_COLLAPSE_DIVERSITY_BELOW
 
 SWITCH_AT = 300
 

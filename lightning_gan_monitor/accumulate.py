@@ -16,9 +16,10 @@ import torch
 from torch import Tensor
 
 from lightning_gan_monitor.functional.scores import SUM_NAMES, output_sums, rank_scores, rank_sums_flat, stats_from_sums
-from lightning_gan_monitor.names import RANK_NAMES, RANK_STAT_NAMES, SCORE_NAMES, STAT_NAMES
+from lightning_gan_monitor.names import NUM_STATS, RANK_NAMES, RANK_STAT_NAMES, SCORE_NAMES, STAT_NAMES
+from lightning_gan_monitor.reading import Reading
 
-__all__ = ["Accumulator", "BatchSums", "Reading", "Window", "scores_from_stats", "values_from"]
+__all__ = ["Accumulator", "BatchSums", "Readout", "Window", "scores_from_stats", "values_from"]
 
 #: Parts of a batch with a row of sums each: D's outputs on real samples, on generated samples, the losses.
 _PARTS = ("real", "fake", "loss")
@@ -128,6 +129,20 @@ class Window(NamedTuple):
         ]
 
 
+class Readout(NamedTuple):
+    """What one check read back, in host numbers: every process's, so every process decides the same."""
+
+    #: The window's first batch.
+    first: int
+    #: Per batch: its ``VALUE_NAMES`` values (None if nothing was observed) and whether a value was NaN or infinite;
+    #: None while ``output="auto"`` has not decided how to read D's outputs (the window is held back until it has).
+    observed: list[tuple[list[float] | None, bool]] | None
+    #: At a log point: the ``VALUE_NAMES`` values over the batches since the last one.
+    logged: list[float] | None
+    #: Per optional feature (:class:`~lightning_gan_monitor.agreement.Faults`): the processes it failed on.
+    faults: list[float]
+
+
 class Accumulator:
     """D's outputs of the batches since the last check, summed at the check into a (capacity, 36) device buffer.
 
@@ -145,20 +160,29 @@ class Accumulator:
         >>> acc = Accumulator(capacity=4)
         >>> acc.add(torch.tensor([0.9, 0.4]), torch.tensor([0.2, 0.6]), [torch.tensor(0.7)])
         >>> acc.skip()  # a batch with nothing to observe
-        >>> window = acc.read()
+        >>> window, faults = acc.read()
         >>> window.outside, [[round(v, 2) for v in b.stats] for b in window.batches(logits=False)]
         (False, [[1.3, 2.0, 1.0, 0.8, 2.0, 1.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]])
 
     """
 
-    def __init__(self, capacity: int, ranks: bool = True) -> None:
+    def __init__(self, capacity: int, ranks: bool = True, reading: Reading | None = None, ranked: bool = False) -> None:
         self.capacity = capacity
         self.ranks = ranks  # also sum what needs the order of D's outputs (about 0.6 ms more a check on a CPU)
+        self.reading = reading if reading is not None else Reading("auto", capacity, lambda message, warn: None)
+        self.ranked = ranked  # the rank values are logged (a critic, or `rank_values=True`)
         self.to(torch.device("cpu"))
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the batches since the last log point and the window held back (a new fit)."""
+        self.held: Window | None = None  # batches read back before D's reading was decided (output="auto")
+        self.log_sums = [0.0] * (NUM_STATS + len(RANK_STAT_NAMES))  # summed since the last log point (host)
+        self.logged = False  # a log point has passed (a later switch of the reading then warns)
 
     def to(self, device: torch.device) -> Accumulator:
-        """Allocate the buffer on ``device`` (forgetting the batches not read yet)."""
-        self.buffer = torch.zeros(self.capacity, _SUMS + len(RANK_STAT_NAMES), device=device)
+        """Allocate the buffer on ``device`` (forgetting the batches not read yet); its last row carries faults."""
+        self.buffer = torch.zeros(self.capacity + 1, _SUMS + len(RANK_STAT_NAMES), device=device)
         self._pending: list[list[Tensor] | None] = []  # per batch: d_real, d_fake, then its losses (or None)
         return self
 
@@ -191,14 +215,18 @@ class Accumulator:
         if len(self._pending) == self.capacity:
             raise RuntimeError(f"GANMonitor's buffer holds {self.capacity} batches: read it at least that often")
 
-    def read(self, all_gather: Callable[[Tensor], Tensor] | None = None) -> Window:
-        """The batches since the last read, summed over processes: one collective and one read-back."""
+    def read(
+        self, all_gather: Callable[[Tensor], Tensor] | None = None, faults: Sequence[float] = ()
+    ) -> tuple[Window, list[float]]:
+        """The batches since the last read and the faults, summed over processes: one collective, one read-back."""
         pending, self._pending = self._pending, []
         k = len(pending)
-        if k == 0:
-            return Window([], [])
-        block = self.buffer[:k]
+        if k == 0 and all_gather is None and not any(faults):
+            return Window([], []), [0.0] * len(faults)
+        block = self.buffer[: k + 1]  # row k: the faults
         block.zero_()
+        if any(faults):
+            block[k, : len(faults)] = torch.tensor(list(faults), dtype=block.dtype)
         # The outputs of every pending batch, concatenated by kind (a few operations, not a few per batch), then
         # summed per batch and part by one matrix product into the buffer.
         kinds: tuple[list[Tensor], list[Tensor], list[Tensor]] = ([], [], [])
@@ -224,137 +252,58 @@ class Accumulator:
             )
             if sums.shape[0] < len(_PARTS) * k:  # the last batches had no losses (or nothing at all)
                 sums = torch.nn.functional.pad(sums, (0, 0, 0, 0, 0, len(_PARTS) * k - sums.shape[0]))
-            block[:, :_SUMS] = sums.view(k, _SUMS)
+            block[:k, :_SUMS] = sums.view(k, _SUMS)
         if all_gather is not None:  # (processes, rows, sums), summed over processes
             block = all_gather(block).reshape(-1, *block.shape).sum(0)
-        return Window.of(block.tolist())
+        values = block.tolist()
+        return Window.of(values[:k]), values[k][: len(faults)]
 
-
-class Reading:
-    """How D's outputs are read: probabilities, logits or a critic's scores, fixed by ``output``, or decided.
-
-    ``output="critic"`` (a Wasserstein critic or a hinge discriminator: scores with no fixed offset) reads them
-    through their order only: the four probability scores are not computed, the values of ``RANK_NAMES`` are.
-
-    ``output="auto"`` decides on the first window of ``check_every`` batches, not on one batch: logits as soon as an
-    output lies outside [0, 1] (no probability can), probabilities once a whole window stayed inside it (a fresh logit
-    D can keep every output of its first batches inside [0, 1]; one that trains for a window does not). Until then
-    :meth:`choose` returns None and the caller holds the window back. The choice is said once, as provisional, in an
-    info line. If outputs outside [0, 1] come later, it reads them as logits from that window on (the window itself
-    included): silently when nothing was logged yet, else with a warning that the earlier scores were read as
-    probabilities. ``output="logit"`` warns once if every output stayed inside [0, 1] over the first ``check_every``
-    batches (a sigmoid would be applied twice); ``output="probability"`` raises at the first output outside [0, 1].
-
-    Args:
-        output: ``"auto"``, ``"probability"``, ``"logit"`` or ``"critic"`` (``from_logits``: ``True`` is
-            ``"logit"``, ``False`` is ``"probability"``).
-        check_every: batches of the first window, over which ``"auto"`` decides and ``output="logit"`` is checked.
-        say: called with ``(message, is_warning)`` for what the reading tells the user.
-
-    Example:
-        >>> said = []
-        >>> reading = Reading("auto", 20, lambda message, warn: said.append(message))
-        >>> reading.choose(outside=False, first=1, last=1) is None  # one batch is not enough evidence
-        True
-        >>> reading.choose(outside=True, first=1, last=20), reading.decided
-        (True, 'logits')
-        >>> print(said[0].split(" (")[0])
-        GANMonitor: reading the discriminator's outputs as logits
-
-    """
-
-    def __init__(self, output: bool | str, check_every: int, say: Callable[[str, bool], None]) -> None:
-        self.critic = output == "critic"
-        self.from_logits = {"probability": False, "logit": True, "critic": True}.get(output, output)  # type: ignore[call-overload]
-        self.check_every = check_every
-        self.say = say
-        self.decided: str | None = None  # "logits" or "probabilities", once decided
-        self._inside_only = True  # every output inside [0, 1] so far (for the check of output="logit")
-
-    @property
-    def guessed_logits(self) -> bool:
-        """Whether ``output="auto"`` chose logits (the user never said so)."""
-        return self.from_logits == "auto" and self.decided == "logits"
-
-    def choose(self, outside: bool, first: int, last: int, final: bool = False, logged: bool = True) -> bool | None:
-        """Whether the window of batches ``first``..``last`` is read as logits; None: not decided yet, hold it back.
+    def check(
+        self,
+        last: int,
+        all_gather: Callable[[Tensor], Tensor] | None = None,
+        log: bool = False,
+        final: bool = False,
+        faults: Sequence[float] = (),
+    ) -> Readout:
+        """One check: read the batches up to ``last`` once, read D's outputs as decided, and add up what is logged.
 
         Args:
-            outside: whether an output of the window lies outside [0, 1].
-            first: the window's first batch.
-            last: its last batch.
-            final: decide now whatever the evidence (a log point, a firing, the end of fit).
-            logged: whether scores were logged before this window (a later switch to logits then warns).
-
-        Raises:
-            ValueError: with ``output="probability"``, when an output is outside [0, 1].
+            last: the latest batch (the window ends there).
+            all_gather: the host's ``all_gather`` under DDP (None on one process).
+            log: a log point: also return the values over the batches since the previous one.
+            final: D's reading must be decided now (a log point, a diagnosis, the end of training).
+            faults: per optional feature, 1 if it failed on this process since the last check.
         """
-        if self.from_logits is False:
-            if outside:
-                raise ValueError(
-                    "GANMonitor: the discriminator's outputs are not probabilities: some are outside [0, 1]. If your "
-                    "discriminator returns logits (no sigmoid at the end, as with `BCEWithLogitsLoss`), pass "
-                    "`GANMonitor(output='logit')`, or leave `output='auto'` (the default); if it is a Wasserstein "
-                    "critic or a hinge discriminator (scores with no fixed offset), pass `GANMonitor(output='critic')`."
-                )
-            return False
-        if self.critic:
-            return True  # only the order counts, which a sigmoid keeps
-        if self.from_logits is True:
-            self._inside_only = self._inside_only and not outside
-            if self._inside_only and last >= self.check_every and self.decided is None:
-                self.decided = "logits"
-                self.say(
-                    f"GANMonitor: `output='logit'` (or `from_logits=True`), but every output of the discriminator was "
-                    f"inside [0, 1] over the first {last} batches: they look like probabilities (a sigmoid at the end "
-                    "of D), and the monitor applies a sigmoid again, which squeezes every score towards 0.5. Pass "
-                    "`output='probability'` (or leave `output='auto'`) if D ends in a sigmoid.",
-                    True,
-                )
-            return True
-        if self.decided is None:
-            if not outside and not final and last < self.check_every:
-                return None
-            self.decided = "logits" if outside else "probabilities"
-            batches = f"batch{'es' if last > first else ''} {first}" + (f"-{last}" if last > first else "")
-            if outside:
-                self.say(
-                    "GANMonitor: reading the discriminator's outputs as logits (some are outside [0, 1]; a sigmoid "
-                    "turns them into probabilities). Pass `GANMonitor(output='logit')` to say so (a Wasserstein critic "
-                    "or a hinge discriminator takes `output='critic'`).",
-                    False,
-                )
-            else:
-                self.say(
-                    f"GANMonitor: reading the discriminator's outputs as probabilities for now (every output of "
-                    f"{batches} lay in [0, 1]); outputs outside [0, 1] later switch the reading to logits. Pass "
-                    "`GANMonitor(output='probability')` or `output='logit'` to say which.",
-                    False,
-                )
-        elif self.decided == "probabilities" and outside:
-            self.decided = "logits"
-            if logged:
-                self.say(
-                    f"GANMonitor: the discriminator's outputs in batches {first}-{last} are outside [0, 1], after "
-                    f"batches that were all inside it: reading them as logits from batch {first} on. The scores "
-                    "logged before were computed as probabilities; if D returns logits, pass "
-                    "`GANMonitor(output='logit')`.",
-                    True,
-                )
-            else:
-                self.say(
-                    f"GANMonitor: the discriminator's outputs in batches {first}-{last} are outside [0, 1]: reading "
-                    "them as logits from here on (nothing was logged before). Pass `GANMonitor(output='logit')` to "
-                    "say so.",
-                    False,
-                )
-        return self.decided == "logits"
+        window, faults_read = self.read(all_gather, faults)
+        if self.held is not None:
+            window, self.held = self.held.then(window), None
+        first = last - len(window) + 1
+        logits = self.reading.choose(window.outside, first, last, final or log, self.logged)
+        if logits is None:  # output="auto" has not seen enough to decide: these batches are judged once it has
+            self.held = window
+            return Readout(first, None, None, faults_read)
+        critic = self.reading.critic
+        observed = []
+        for b in window.batches(logits):
+            observed.append((values_from(b.stats, b.ranks, critic) if b.observed else None, b.non_finite))
+            self.log_sums = [total + value for total, value in zip(self.log_sums, [*b.stats, *b.ranks])]
+        logged = None
+        if log:
+            sums, self.log_sums = self.log_sums, [0.0] * len(self.log_sums)
+            logged = values_from(sums[:NUM_STATS], sums[NUM_STATS:] if self.ranked else None, critic)
+            self.logged = True
+        return Readout(first, observed, logged, faults_read)
 
     def state_dict(self) -> dict[str, Any]:
-        """What was decided (for checkpoints)."""
-        return {"decided": self.decided, "inside_only": self._inside_only}
+        """The reading, the since-log sums and the window held back (plain floats, for checkpoints)."""
+        held = [self.held.rows, self.held.ranks] if self.held is not None else None
+        return {"reading": self.reading.state_dict(), "log_stats": list(self.log_sums), "held": held}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore :meth:`state_dict`."""
-        self.decided = state.get("decided", self.decided)
-        self._inside_only = state.get("inside_only", self._inside_only)
+        """Restore :meth:`state_dict` (a checkpoint from before the rank sums holds the statistics alone)."""
+        self.reading.load_state_dict(state.get("reading", {}))
+        saved = [float(v) for v in state.get("log_stats") or self.log_sums]
+        self.log_sums = saved + [0.0] * (len(self.log_sums) - len(saved))
+        held = state.get("held")
+        self.held = Window(*held) if held else None

@@ -1,55 +1,29 @@
-"""The monitor's constructor arguments: their defaults and their documentation (``checks.py`` checks them)."""
+"""The monitor's constructor arguments and their documentation; :mod:`~lightning_gan_monitor.config` keeps them."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Literal
 
 from torch import Tensor, nn
 
-from lightning_gan_monitor.checks import check_arguments, resolve_output
-from lightning_gan_monitor.critic import CriticDominates, CriticFooled
-from lightning_gan_monitor.rules import (
-    Converged,
-    DiscriminatorDominates,
-    GeneratorDominates,
-    NonFinite,
-    Rule,
+from lightning_gan_monitor.config import (
+    DEFAULT_COLLAPSE_DIVERSITY_BELOW,
+    DEFAULT_COLLAPSE_NEAR_DUPLICATES_ABOVE,
+    DEFAULT_COLLAPSE_PATIENCE,
+    DEFAULT_DIVERSITY_EVERY,
+    MonitorConfig,
 )
 
-__all__ = ["CRITIC_PATIENCE_FACTOR", "MonitorArguments"]
-
-#: A critic's dominance rule waits this many times ``patience`` unless ``critic_patience`` is given.
-CRITIC_PATIENCE_FACTOR = 5
-
-
-#: Default `check_every_n_batches`: how often the buffer is read back and the rules run (benchmarks/RESULTS.md).
-DEFAULT_CHECK_EVERY = 20
-#: Defaults of the mode-collapse rule, calibrated on healthy and collapsing runs (benchmarks/RESULTS.md).
-DEFAULT_DIVERSITY_EVERY = 100
-DEFAULT_COLLAPSE_DIVERSITY_BELOW = 0.2
-DEFAULT_COLLAPSE_NEAR_DUPLICATES_ABOVE = 0.5
-DEFAULT_COLLAPSE_PATIENCE = 3
-
-
-#: The arguments saved with a checkpoint (and written to TensorBoard) to tell a resumed run what changed.
-_CONFIG_KEYS = (
-    *("patience", "from_logits", "output", "smoothing", "d_dominates_generator_below"),
-    *("d_dominates_discriminator_above", "d_dominates_auc_above", "d_dominates_gap_within", "critic_patience"),
-    "g_dominates_auc_below",
-    *("g_dominates_generator_above", "check_finite", "non_finite_patience", "stop_on_convergence"),
-    *("convergence_tolerance", "convergence_patience", "diversity_every_n_batches", "diversity_samples"),
-    *("real_reservoir_size", "nearest_k", "near_duplicate_factor", "collapse_diversity_below"),
-    *("collapse_near_duplicates_above", "collapse_coverage_below", "collapse_patience"),
-    *("collapse_at_once_diversity_below", "collapse_at_once_near_duplicates_above"),
-    *("collapse_near_data_above", "collapse_moving_above"),
-)
+__all__ = ["MonitorArguments"]
 
 
 class MonitorArguments:
     """The monitor's arguments: checked up front, each kept as a public attribute of the same name.
 
-    The base of :class:`~lightning_gan_monitor.callback.GANMonitorBase`, which builds its parts in :meth:`_build`.
+    The base of every adapter (the Lightning callback, the Fabric and the plain-loop monitors): the signature
+    ``LightningCLI`` reads and the documentation of each argument. The checked, frozen values are :attr:`config`,
+    a :class:`~lightning_gan_monitor.config.MonitorConfig`; each adapter builds its core from it in :meth:`_build`.
     """
 
     def __init__(
@@ -217,88 +191,12 @@ class MonitorArguments:
             ValueError: for an argument outside its allowed values (the message names it).
         """
         super().__init__()
-        check_arguments({k: v for k, v in locals().items() if k not in ("self", "__class__")})
-        self.patience = patience
-        self.from_logits = from_logits
-        self.on_failure = on_failure
-        self.source = source
-        self.d_real_key = d_real_key
-        self.d_fake_key = d_fake_key
-        self.probe_every_n_batches = probe_every_n_batches
-        self.probe_batch_size = probe_batch_size
-        self.generator_attr = generator_attr
-        self.discriminator_attr = discriminator_attr
-        self.latent_dim = latent_dim
-        self.real_key = real_key
-        self.seed = seed
-        self.smoothing = float(smoothing)
-        self.d_dominates_generator_below = float(d_dominates_generator_below)
-        self.d_dominates_discriminator_above = float(d_dominates_discriminator_above)
-        self.g_dominates_generator_above = float(g_dominates_generator_above)
-        self.output = output
-        self.rank_values = rank_values
-        self.d_dominates_auc_above = float(d_dominates_auc_above)
-        self.d_dominates_gap_within = float(d_dominates_gap_within)
-        self.critic_patience = critic_patience
-        self.g_dominates_auc_below = float(g_dominates_auc_below)
-        self.check_finite = check_finite
-        self.non_finite_patience = non_finite_patience
-        self.stop_on_convergence = stop_on_convergence
-        self.convergence_tolerance = float(convergence_tolerance)
-        self.convergence_patience = convergence_patience
-        self.check_every_n_batches = check_every_n_batches
-        self.log_every_n_batches = log_every_n_batches
-        self.verbose = verbose
-        self.fake_key = fake_key
-        self.feature_extractor = feature_extractor
-        self.diversity_every_n_batches = diversity_every_n_batches
-        self.diversity_samples = diversity_samples
-        self.real_reservoir_size = real_reservoir_size
-        self.nearest_k = nearest_k
-        self.near_duplicate_factor = float(near_duplicate_factor)
-        self.collapse_diversity_below = collapse_diversity_below
-        self.collapse_near_duplicates_above = collapse_near_duplicates_above
-        self.collapse_coverage_below = collapse_coverage_below
-        self.collapse_patience = collapse_patience
-        self.collapse_at_once_diversity_below = collapse_at_once_diversity_below
-        self.collapse_at_once_near_duplicates_above = collapse_at_once_near_duplicates_above
-        self.collapse_near_data_above = collapse_near_data_above
-        self.collapse_moving_above = float(collapse_moving_above)
-        self.image_every_n_epochs = image_every_n_epochs
-        self.image_shape = list(image_shape) if image_shape is not None else None
-        self.num_image_samples = num_image_samples
-        self.image_range = tuple(image_range) if image_range is not None else None
-        self.prefix = prefix
-        self.condition_key = condition_key
+        arguments = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
+        #: The arguments, checked and frozen: what the monitor and its parts read.
+        self.config = MonitorConfig(**arguments)
+        for name, value in self.config.arguments().items():
+            setattr(self, name, value)  # public, as Lightning's callbacks keep their arguments
         self._build()
 
-    def _config(self) -> dict[str, Any]:
-        """The arguments a checkpoint saves (and TensorBoard shows) so that a resumed run can say what changed."""
-        return {key: getattr(self, key) for key in _CONFIG_KEYS}
-
-    def _rules(self) -> list[Rule]:
-        """The score rules these arguments configure, in priority order."""
-        rules: list[Rule] = [NonFinite(patience=self.non_finite_patience)] if self.check_finite else []
-        critic = self._output() == "critic"
-        if critic:
-            patience = self.critic_patience or CRITIC_PATIENCE_FACTOR * self.patience
-            auc, within = self.d_dominates_auc_above, self.d_dominates_gap_within
-            rules.append(CriticDominates(patience, auc_above=auc, gap_within=within))
-            rules.append(CriticFooled(patience=self.patience, auc_below=self.g_dominates_auc_below))
-        else:
-            below, above = self.d_dominates_generator_below, self.d_dominates_discriminator_above
-            rules.append(DiscriminatorDominates(self.patience, generator_below=below, discriminator_above=above))
-            above, auc = self.g_dominates_generator_above, self.g_dominates_auc_below
-            rules.append(GeneratorDominates(patience=self.patience, generator_above=above, auc_below=auc))
-        if self.stop_on_convergence:
-            patience = self.convergence_patience or self.patience
-            key = "auc" if critic else "fake_detection_accuracy"
-            rules.append(Converged(patience=patience, tolerance=self.convergence_tolerance, key=key))
-        return rules
-
-    def _output(self) -> str:
-        """How D's outputs are read: ``output``, or what ``from_logits`` says."""
-        return resolve_output(self.output, self.from_logits)
-
     def _build(self) -> None:
-        """Build what depends on the arguments (the callback's trackers, sources and buffers)."""
+        """Build what depends on the arguments (the core :class:`~lightning_gan_monitor.monitor.Monitor`)."""

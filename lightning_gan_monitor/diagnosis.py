@@ -17,6 +17,7 @@ from typing import Any, Protocol
 __all__ = [
     "DISCRIMINATOR_STEPS",
     "GENERATOR_STEPS",
+    "GUESSED_LOGITS",
     "REMEDIES",
     "Diagnosis",
     "FailureMode",
@@ -30,6 +31,7 @@ __all__ = [
     "stop_note",
     "title",
     "turned_off",
+    "turned_off_elsewhere",
 ]
 
 
@@ -65,9 +67,30 @@ def turned_off(what: str, batch: int, err: BaseException, consequence: str) -> s
     """
     return (
         f"GANMonitor: {what} failed at batch {batch}, so it is off for the rest of this fit ({consequence}); training "
-        f"goes on. The error: {type(err).__name__}: {err}. Fix the cause and resume from a checkpoint to turn it on "
-        "again."
+        f"goes on. The error: {type(err).__name__}: {str(err).rstrip('.')}. Fix the cause and resume from a checkpoint "
+        "to turn it on again."
     )
+
+
+def turned_off_elsewhere(what: str, batch: int, consequence: str) -> str:
+    """The warning of an optional feature turned off on every process because it failed on another one.
+
+    Example:
+        >>> print(turned_off_elsewhere("the diversity check", 100, "no mode-collapse rule").split(" for the rest")[0])
+        GANMonitor: the diversity check failed on another process by batch 100, so it is off on every process
+    """
+    return (
+        f"GANMonitor: {what} failed on another process by batch {batch}, so it is off on every process for the rest "
+        f"of this fit ({consequence}); training goes on. That process's warning names the error."
+    )
+
+
+#: Said with a dominance when ``output="auto"`` guessed logits (the user never said so).
+GUESSED_LOGITS = (
+    "D's outputs were read as logits, as `output='auto'` guessed from outputs outside [0, 1]: pass `output='logit'` "
+    "to confirm it, and this note goes away (only a Wasserstein critic or a hinge discriminator, whose scores are "
+    "not logits, needs `output='critic'`)."
+)
 
 
 def say(message: str, warning: bool = False) -> None:

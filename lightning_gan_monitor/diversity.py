@@ -68,56 +68,33 @@ class _Features(nn.Module):
 class DiversityWatch:
     """Keeps the samples the diversity metrics compare, measures them, and tracks the mode-collapse rule.
 
-    The arguments are the monitor's of the same names (see :class:`~lightning_gan_monitor.callback.GANMonitorBase`);
-    ``collapse`` is None when no collapse threshold is set.
+    Args:
+        config: the monitor's :class:`~lightning_gan_monitor.config.MonitorConfig` (``tracker`` is None when no
+            collapse threshold is set).
     """
 
-    def __init__(
-        self,
-        every: int,
-        samples: int,
-        reservoir_size: int,
-        nearest_k: int,
-        near_duplicate_factor: float,
-        feature_extractor: nn.Module | Callable[[Tensor], Tensor] | None,
-        collapse: ModeCollapse | None,
-        seed: int,
-        real_key: int | str,
-        fake_key: str,
-        generator_attr: str,
-        verbose: bool,
-    ) -> None:
-        self.every = every
-        self.real_key, self.fake_key, self.generator_attr, self.verbose = real_key, fake_key, generator_attr, verbose
-        self.samples = samples
-        self.feature_extractor = feature_extractor
-        self.reservoir = Reservoir(reservoir_size, seed=seed)
-        self.metric = DiversityScores(nearest_k=nearest_k, near_duplicate_factor=near_duplicate_factor)
-        self.tracker = CollapseTracker(collapse) if collapse is not None else None
-        self.reset()
-
-    @classmethod
-    def of(cls, arguments: Any) -> DiversityWatch:
-        """The watch the monitor's arguments (attributes of the same names) configure, with its collapse rule."""
-        a = arguments
-        thresholds = (a.collapse_diversity_below, a.collapse_near_duplicates_above, a.collapse_coverage_below)
-        every = a.diversity_every_n_batches
-        collapse = None
+    def __init__(self, config: Any) -> None:
+        c = self.config = config
+        self.every = c.diversity_every_n_batches
+        self.samples = c.diversity_samples
+        self.feature_extractor = c.feature_extractor
+        self.reservoir = Reservoir(c.real_reservoir_size, seed=c.seed)
+        self.metric = DiversityScores(nearest_k=c.nearest_k, near_duplicate_factor=c.near_duplicate_factor)
+        thresholds = (c.collapse_diversity_below, c.collapse_near_duplicates_above, c.collapse_coverage_below)
+        self.tracker: CollapseTracker | None = None
         if any(t is not None for t in thresholds):
-            at_once = (a.collapse_at_once_diversity_below, a.collapse_at_once_near_duplicates_above)
-            critic = getattr(a, "output", None) == "critic"  # its remedies are a critic's (no labels to flip)
             collapse = ModeCollapse(
-                a.collapse_patience,
+                c.collapse_patience,
                 *thresholds,
-                every,
-                *at_once,
-                critic=critic,
-                near_data_above=a.collapse_near_data_above,
-                moving_above=a.collapse_moving_above,
+                self.every,
+                c.collapse_at_once_diversity_below,
+                c.collapse_at_once_near_duplicates_above,
+                critic=c.reading == "critic",  # its remedies are a critic's (no labels to flip)
+                near_data_above=c.collapse_near_data_above,
+                moving_above=c.collapse_moving_above,
             )
-        samples = (a.diversity_samples, a.real_reservoir_size, a.nearest_k, a.near_duplicate_factor)
-        names = (a.real_key, a.fake_key, a.generator_attr, a.verbose)
-        return cls(every, *samples, a.feature_extractor, collapse, a.seed, *names)
+            self.tracker = CollapseTracker(collapse)
+        self.reset()
 
     def reset(self, tracker: bool = False) -> None:
         """Forget every sample and measurement (a new fit), and with ``tracker`` the collapse rule's count."""
@@ -143,6 +120,7 @@ class DiversityWatch:
         self._started = False  # the collapse rule was told G's values at the first batch
         #: The share of G's samples at the latest check with a twin (:func:`~.functional.diversity.twin_rate`).
         self.twins = float("nan")
+        self._prepared: tuple[Tensor, Tensor | None, Tensor, Tensor] | None = None  # see prepare()
 
     def to(self, device: torch.device) -> None:
         """Put the metric on ``device``."""
@@ -156,25 +134,25 @@ class DiversityWatch:
         ``training_step`` returned, measured within each batch (one moment too).
         """
         try:
-            real_samples(batch, self.real_key)
+            real_samples(batch, self.config.real_key)
         except ValueError as err:
             self.fake_source = "off"
             rank_zero_info(f"GANMonitor: the diversity metrics and the mode-collapse rule are off: {err}.")
             return
         if probe_problem is None:
             self.fake_source = "generator"
-            how = f"by running `{self.generator_attr}` on {self.samples} fixed latent vectors of its own"
+            how = f"by running the generator on {self.samples} fixed latent vectors of its own"
         elif has_fake:
-            self.fake_source, how = "outputs", f"from `training_step`'s outputs ('{self.fake_key}'), batch by batch"
+            self.fake_source, how = "outputs", "from the generated samples the training step hands over, batch by batch"
         else:
             self.fake_source = "off"
             rank_zero_info(
                 "GANMonitor: the diversity metrics and the mode-collapse rule are off: there are no generated "
-                f"samples. Return them from `training_step` as '{self.fake_key}' (or set `GANMonitor(fake_key=...)`), "
-                f"or let the monitor run the generator: {probe_problem}."
+                f"samples. Hand them over (`training_step`'s '{self.config.fake_key}', or `fake=` in a loop), or let "
+                f"the monitor run the generator: {probe_problem}."
             )
             return
-        if self.verbose:
+        if self.config.verbose:
             rank_zero_info(
                 f"GANMonitor: taking generated samples for the diversity metrics {how}, every {self.every} batches."
             )
@@ -187,8 +165,11 @@ class DiversityWatch:
         batches_seen: int,
         probe_problem: str | None,
         generate: Callable[[int], Tensor],
-    ) -> dict[str, float] | None:
-        """One training batch: keep its samples (no sync); at a diversity check, the values measured (else None).
+    ) -> bool:
+        """One training batch: keep its samples (no sync); at a diversity check, take G's samples and say True.
+
+        What needs only this process (G's samples, their features) is done here, so that a failure is known before
+        any collective: the processes agree at the check's gather, then :meth:`measure` runs on every one or on none.
 
         Args:
             batch: the training batch (its real samples are at ``real_key``).
@@ -201,14 +182,21 @@ class DiversityWatch:
         if self.fake_source is None:
             self._choose_source(batch, fake is not None, probe_problem)
         if self.fake_source == "off":
-            return None
-        self.collect(real_samples(batch, self.real_key), fake, first_batch_of_epoch=batch_idx == 0)
+            return False
+        self.collect(real_samples(batch, self.config.real_key), fake, first_batch_of_epoch=batch_idx == 0)
         if self.fake_source == "generator" and self.previous is None:
             # G at the start (or at the first batch after a resume): what its variety and its movement are judged by
             self.previous = self._features(generate(self.samples))
             if self.initial is None and batches_seen == 1:
                 self.initial = self.previous
-        return None if batches_seen % self.every else self.measure(generate)
+        if batches_seen % self.every:
+            return False
+        self.prepare(generate)
+        return True
+
+    def turn_off(self) -> None:
+        """No more diversity checks this fit (a fault the processes agreed on)."""
+        self.fake_source, self._prepared = "off", None
 
     def collect(self, real: Tensor, fake: Tensor | None, first_batch_of_epoch: bool) -> None:
         """Offer the batch's real samples to the reservoir and keep a reference to its generated ones (no sync)."""
@@ -242,23 +230,13 @@ class DiversityWatch:
             )
         return features.detach()
 
-    def measure(self, generate: Callable[[int], Tensor]) -> dict[str, float] | None:
-        """The diversity values (and FID/KID), synced over processes, as host floats; None if too few samples.
-
-        With the generator as the source, also ``movement`` (how far G's outputs on the fixed latent vectors moved
-        since the previous check, :func:`~lightning_gan_monitor.functional.diversity.movement`) and, at the first
-        check, the diversity values of G's samples at the first batch (kept in :attr:`initial_values`). With the
-        samples ``training_step`` returned, ``movement`` is how much more spread out they are pooled than within
-        each batch (their diversity ratio over the pool less the within-batch one): 0 for a generator that does
-        not change, the drift of its outputs between batches for one that does.
-
-        Args:
-            generate: called with a number of samples for G's outputs on the monitor's fixed latent vectors.
-        """
+    def prepare(self, generate: Callable[[int], Tensor]) -> None:
+        """Take this process's part of a diversity check: G's samples and the features of both sides (no collective)."""
+        self._prepared = None
         groups = None
         if self.fake_source == "outputs":
             if not self.fakes:
-                return None
+                return
             if _distributed():  # one moment over the processes: the latest batch of each
                 fake = self.fakes[-1]
             else:
@@ -268,9 +246,22 @@ class DiversityWatch:
         else:
             fake = generate(self.samples)
         real = self.reservoir.samples()
-        if fake.shape[0] < 2 or real.shape[0] < 2:
+        if fake.shape[0] >= 2 and real.shape[0] >= 2:
+            self._prepared = (fake, groups, self._features(fake), self._features(real.to(fake.device)))
+
+    def measure(self) -> dict[str, float] | None:
+        """The diversity values (and FID/KID) of :meth:`prepare`'s samples, synced over processes, as host floats.
+
+        None if too few samples. With the generator as the source, also ``movement`` (how far G's outputs on the
+        fixed latent vectors moved since the previous check, :func:`~.functional.diversity.movement`) and, at the
+        first check, the diversity values of G's samples at the first batch (kept in :attr:`initial_values`). With
+        the samples ``training_step`` returned, ``movement`` is how much more spread out they are pooled than within
+        each batch (their diversity ratio over the pool less the within-batch one): 0 for a generator that does not
+        change, the drift of its outputs between batches for one that does.
+        """
+        if self._prepared is None:
             return None
-        fake_features, real_features = self._features(fake), self._features(real.to(fake.device))
+        (fake, groups, fake_features, real_features), self._prepared = self._prepared, None
         k = self.metric.nearest_k
         # the per-mode view, for low-dimensional data with enough real samples for its k-NN graph
         modes = fake_features.shape[1] <= MODE_FEATURES and real_features.shape[0] > k

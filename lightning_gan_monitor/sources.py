@@ -1,10 +1,11 @@
-"""Where D's outputs come from: one pass over what ``training_step`` returned, or one probe of the module.
+"""Where D's outputs come from: what the host handed over, or one probe of G and D.
 
 :class:`Sources` turns a batch into an :class:`Observation`: D's outputs on real and generated samples, the losses
-the step returned and the generated samples, all detached. It reads them from the step's outputs when they hold
-``d_real_key`` and ``d_fake_key``, or else probes: it runs the module's generator on latent vectors from its own
-seeded ``torch.Generator`` and the discriminator on those samples and on the real batch, leaving the training
-untouched (global RNG, buffers and modes restored). Nothing here imports Lightning.
+and the generated samples, all detached. It takes them from the host (the adapter found them in ``training_step``'s
+outputs, or the loop passed them to ``update``), or else probes: it runs the generator on latent vectors from its
+own seeded ``torch.Generator`` and the discriminator on those samples and on the real batch, leaving the training
+untouched (global RNG, buffers and modes restored). :class:`Models` is what every host has to offer for that.
+Nothing here imports Lightning.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from lightning_gan_monitor.diagnosis import GANMonitorWarning
 from lightning_gan_monitor.rng import PicklesGenerators
 
 __all__ = [
+    "Models",
     "Observation",
     "Sources",
     "batch_entry",
@@ -37,6 +39,26 @@ class Observation(NamedTuple):
     d_fake: Tensor
     losses: list[Tensor]
     fake: Tensor | None
+
+
+class Models(NamedTuple):
+    """What the host offers the monitor to run G and D (probes, diversity checks, pictures): every host has it.
+
+    Args:
+        generator: the generator (unwrapped from any DDP wrapper), or None if the host has none to offer.
+        discriminator: the discriminator, or None.
+        device: where training runs (the monitor's buffer lives there).
+        latent_dim: the latent size the host knows of (a LightningModule's ``hparams.latent_dim``), or None.
+        names: how messages name the two models (``pl_module.generator``, ``generator``).
+        how_to_give: per model, what to do when it is missing (a sentence naming an argument).
+    """
+
+    generator: Any
+    discriminator: Any
+    device: torch.device
+    latent_dim: Any = None
+    names: tuple[str, str] = ("`generator`", "`discriminator`")
+    how_to_give: tuple[str, str] = ("pass `generator=` to `update`", "pass `discriminator=` to `update`")
 
 
 @contextlib.contextmanager
@@ -68,6 +90,11 @@ def real_samples(batch: Any, key: int | str) -> Tensor:
         torch.Size([2, 3])
 
     """
+    if batch is None:  # a loop's `update` without `batch=`: no `real_key` can help
+        raise ValueError(
+            "GANMonitor got no training batch: pass `batch=` to `update` (the batch D saw, whose real samples are at "
+            "`real_key`)"
+        )
     return batch if isinstance(batch, Tensor) else batch_entry(batch, key, "real_key", "real samples")
 
 
@@ -123,89 +150,58 @@ def _call(module: Any, x: Tensor, y: Tensor | None) -> Tensor:
 class Sources(PicklesGenerators):
     """Finds D's outputs (and the losses and generated samples) of each batch; owns the probe's random generators.
 
-    The arguments are the monitor's of the same names (see :class:`~lightning_gan_monitor.callback.GANMonitorBase`).
+    Args:
+        config: the monitor's :class:`~lightning_gan_monitor.config.MonitorConfig`.
     """
 
-    @classmethod
-    def of(cls, arguments: Any) -> Sources:
-        """The sources the monitor's arguments (attributes of the same names) configure."""
-        a = arguments
-        probe = (a.probe_every_n_batches, a.probe_batch_size, a.generator_attr, a.discriminator_attr, a.latent_dim)
-        return cls(
-            a.source, a.d_real_key, a.d_fake_key, a.fake_key, *probe, a.real_key, a.seed, a.verbose, a.condition_key
-        )
-
-    def __init__(
-        self,
-        source: str,
-        d_real_key: str,
-        d_fake_key: str,
-        fake_key: str,
-        probe_every_n_batches: int,
-        probe_batch_size: int | None,
-        generator_attr: str,
-        discriminator_attr: str,
-        latent_dim: int | Sequence[int] | None,
-        real_key: int | str,
-        seed: int,
-        verbose: bool,
-        condition_key: int | str | None = None,
-    ) -> None:
-        self.source = source
-        self.d_real_key, self.d_fake_key, self.fake_key = d_real_key, d_fake_key, fake_key
-        self.probe_every = probe_every_n_batches
-        self.probe_batch_size = probe_batch_size
-        self.generator_attr, self.discriminator_attr = generator_attr, discriminator_attr
-        self.latent_dim = latent_dim
-        self.real_key = real_key
-        self.condition_key = condition_key
-        self.seed = seed
-        self.verbose = verbose
+    def __init__(self, config: Any) -> None:
+        self.config = config
         self.reset()
 
     def reset(self) -> None:
-        """Forget the module and the choice of source (a new fit); the generators' states are kept for resuming."""
-        self.resolved: str | None = None  # "outputs", "probe", or "off" (failed after the first batch)
-        self.probe_problem: str | None = None
+        """Forget the models and the choice of source (a new fit); the generators' states are kept for resuming."""
+        self.resolved: str | None = None  # "outputs", "probe", or "off" (turned off after a fault)
+        self.probe_problem: str | None = None  # why G and D cannot be probed
+        self.generator_problem: str | None = None  # why G cannot be run (diversity checks, pictures)
         self.latent_shape: tuple[int, ...] | None = None
         self.rng: torch.Generator | None = None  # the probe's latent vectors
         self.rng_states: dict[str, Tensor | None] = {"rng": None}
         self.conditions: Tensor | None = None  # the latest real batch's conditions (labels), for G(z, y)
         self.first_conditions: Tensor | None = None  # the first batch's: the image grids' (kept in checkpoints)
-        self._since_probe = 0
+        self.since_probe = 0
         self._fixed_latent: Tensor | None = None  # the diversity checks' latent vectors (drawn again on resume)
         self._steps_generator: dict[int, bool] = {}  # per optimizer (by id): whether it steps the generator
 
-    def has_generator(self, pl_module: Any) -> bool:
-        """Whether ``pl_module.<generator_attr>`` is a module (whose updates can be counted)."""
-        return isinstance(getattr(pl_module, self.generator_attr, None), torch.nn.Module)
+    def turn_off(self) -> None:
+        """No more observations this fit (a fault the processes agreed on)."""
+        self.resolved = "off"
 
-    def steps_generator(self, pl_module: Any, optimizer: Any) -> bool | None:
-        """Whether ``optimizer`` updates the generator (``pl_module.<generator_attr>``); None if there is none.
+    def steps_generator(self, generator: Any, optimizer: Any) -> bool | None:
+        """Whether ``optimizer`` updates ``generator``; None if there is no generator module.
 
         What counts a generator's updates where D takes several steps per G step (a WGAN's ``n_critic``).
         """
         known = self._steps_generator.get(id(optimizer))
         if known is None:
-            if not self.has_generator(pl_module):
+            if not isinstance(generator, nn.Module):
                 return None
-            ids = {id(p) for p in getattr(pl_module, self.generator_attr).parameters()}
+            ids = {id(p) for p in generator.parameters()}
             known = any(id(p) in ids for group in optimizer.param_groups for p in group["params"])
             self._steps_generator[id(optimizer)] = known
         return known
 
     # ------------------------------------------------------------------ set-up
 
-    def setup(self, pl_module: Any) -> None:
-        """Check whether the module can be probed, and seed the probe's generator on its device (or restore it)."""
-        self.probe_problem = self._find_probe_problem(pl_module)
-        if self.source == "probe":
+    def setup(self, models: Models) -> None:
+        """Check whether the models can be probed, and seed the probe's generator on their device (or restore it)."""
+        self.generator_problem, self.probe_problem = self._find_problems(models)
+        if self.config.source == "probe":
             if self.probe_problem:
-                raise ValueError(f"GANMonitor(source='probe') cannot probe this module: {self.probe_problem}")
-            self._resolve("probe")
-        if self.probe_problem is not None:
+                raise ValueError(f"GANMonitor(source='probe') cannot probe: {self.probe_problem}")
+            self._resolve("probe", models)
+        if self.generator_problem is not None:
             return
-        rng = torch.Generator(device=pl_module.device).manual_seed(self.seed)
+        rng = torch.Generator(device=models.device).manual_seed(self.config.seed)
         state = self.rng_states.get("rng")
         if state is not None:
             try:
@@ -213,136 +209,92 @@ class Sources(PicklesGenerators):
             except RuntimeError:  # a checkpoint written on another kind of device
                 rank_zero_warn(
                     f"GANMonitor could not restore its random generator from the checkpoint (written on another "
-                    f"device type); it restarts from `seed={self.seed}`.",
+                    f"device type); it restarts from `seed={self.config.seed}`.",
                     category=GANMonitorWarning,
                 )
         self.rng = rng
 
-    def _find_probe_problem(self, pl_module: Any) -> str | None:
-        """Why this module cannot be probed (a sentence naming what to set), or None."""
-        for name, attr in (("generator_attr", self.generator_attr), ("discriminator_attr", self.discriminator_attr)):
-            if not callable(getattr(pl_module, attr, None)):
-                return (
-                    f"the module has no callable `{attr}` attribute; set `GANMonitor({name}=...)` to the attribute "
-                    "that holds it"
-                )
-        latent = self.latent_dim
+    def _find_problems(self, models: Models) -> tuple[str | None, str | None]:
+        """Why the monitor cannot run G, and why it cannot probe (G and D): sentences naming what to set, or None."""
+        if not callable(models.generator):
+            return models.how_to_give[0], models.how_to_give[0]
+        latent = self.config.latent_dim if self.config.latent_dim is not None else models.latent_dim
+        problem = None
         if latent is None:
-            hparams = getattr(pl_module, "hparams", {})
-            latent = hparams.get("latent_dim") if isinstance(hparams, Mapping) else None
-            latent = latent if latent is not None else getattr(pl_module, "latent_dim", None)
-        if latent is None:
-            return (
-                "the latent size is unknown; pass `GANMonitor(latent_dim=...)` or store it as "
-                "`self.hparams.latent_dim` (e.g. via `self.save_hyperparameters()`) or `self.latent_dim`"
+            problem = (
+                "the latent size is unknown; pass `GANMonitor(latent_dim=...)` (or store it as "
+                "`self.hparams.latent_dim` in a LightningModule, e.g. via `self.save_hyperparameters()`)"
             )
-        if isinstance(latent, int) and not isinstance(latent, bool) and latent > 0:
+        elif isinstance(latent, int) and not isinstance(latent, bool) and latent > 0:
             self.latent_shape = (latent,)
         elif isinstance(latent, Sequence) and latent and all(isinstance(d, int) and d > 0 for d in latent):
             self.latent_shape = tuple(latent)
         else:
-            return f"the module's latent size {latent!r} is not a positive integer; pass `GANMonitor(latent_dim=...)`"
-        return None
+            problem = f"the latent size {latent!r} is not a positive integer; pass `GANMonitor(latent_dim=...)`"
+        if problem is None and not callable(models.discriminator):
+            return None, models.how_to_give[1]
+        return problem, problem
 
-    def _resolve(self, source: str) -> None:
+    def _resolve(self, source: str, models: Models) -> None:
         self.resolved = source
-        if self.verbose:
+        if self.config.verbose:
             how = (
-                f"from `training_step`'s outputs ('{self.d_real_key}', '{self.d_fake_key}')"
+                "from what the training step hands over"
                 if source == "outputs"
-                else f"by probing `{self.generator_attr}` and `{self.discriminator_attr}` every "
-                f"{self.probe_every} batches"
+                else f"by probing {models.names[0]} and {models.names[1]} every {self.config.probe_every_n_batches} "
+                "batches"
             )
             rank_zero_info(f"GANMonitor: taking the discriminator's outputs {how}.")
 
-    def _choose(self, outputs: Any) -> str:
-        if isinstance(outputs, Mapping) and self.d_real_key in outputs and self.d_fake_key in outputs:
-            return "outputs"
-        if self.source == "outputs" or self.probe_problem is not None:
-            got = (
-                "nothing"  # manual optimisation turns a `None` return into `{}`
-                if outputs is None or (isinstance(outputs, Mapping) and not outputs)
-                else f"a mapping with keys {sorted(map(str, outputs))}"
-                if isinstance(outputs, Mapping)
-                else f"a {type(outputs).__name__}"
-            )
-            how_to_probe = "" if self.source == "outputs" else f", or let it probe the module: {self.probe_problem}"
-            raise ValueError(
-                f"GANMonitor cannot find the discriminator's outputs: `training_step` returned {got}. Return a dict "
-                f"with '{self.d_real_key}' and '{self.d_fake_key}' (D's outputs on the real batch and on the "
-                "generated batch, e.g. `return {'loss': loss, "
-                f"'{self.d_real_key}': d_real.detach(), '{self.d_fake_key}': d_fake.detach()}}`), or set "
-                f"`GANMonitor(d_real_key=..., d_fake_key=...)` to the keys you return{how_to_probe}."
-            )
-        if isinstance(outputs, Mapping) and set(outputs) - {"loss"}:  # more than the loss Lightning wraps in a dict
-            rank_zero_warn(
-                f"GANMonitor: `training_step` returned a dict with keys {sorted(map(str, outputs))}, without "
-                f"'{self.d_real_key}' and '{self.d_fake_key}' (D's outputs on the real and the generated batch). If "
-                "two of those keys hold them, set `GANMonitor(d_real_key=..., d_fake_key=...)`; until then the "
-                f"monitor probes `{self.generator_attr}` and `{self.discriminator_attr}` itself, every "
-                f"{self.probe_every} batches.",
-                category=GANMonitorWarning,
-            )
-        return "probe"
-
     # ------------------------------------------------------------------ per batch
 
-    def observe(self, pl_module: Any, outputs: Any, batch: Any, first: bool) -> Observation | None:
-        """What this batch shows (one pass over ``outputs``, or one probe), or None if nothing (a skipped step)."""
-        if self.resolved == "off":  # it failed after the first batch: turned off for this fit
+    def observe(
+        self,
+        models: Models,
+        given: Observation | None,
+        batch: Any,
+        first: bool,
+        losses: Sequence[Tensor] = (),
+        missing: str = "",
+    ) -> Observation | None:
+        """What this batch shows: ``given`` (D's outputs the host found), one probe, or None (nothing this batch).
+
+        Args:
+            models: what the host offers to probe with.
+            given: D's outputs the host handed over, or None.
+            batch: the training batch (its real samples feed a probe).
+            first: whether this is the first batch of the fit (a probe then runs whatever the cadence).
+            losses: the step's losses, when probing (else ``given`` holds them).
+            missing: at the first batch without ``given``, what the host saw instead and how to hand D's outputs
+                over: the error when the monitor cannot probe either.
+        """
+        if self.resolved == "off":
             return None
-        if self.condition_key is not None:
-            self.conditions = batch_entry(batch, self.condition_key, "condition_key", "conditions (labels)").detach()
+        if self.config.condition_key is not None:
+            key = self.config.condition_key
+            self.conditions = batch_entry(batch, key, "condition_key", "conditions (labels)").detach()
             if self.first_conditions is None:
                 self.first_conditions = self.conditions.cpu()
         if self.resolved is None:
-            self._resolve(self._choose(outputs))
+            if given is None and (self.config.source == "outputs" or self.probe_problem is not None):
+                how_to_probe = "" if self.config.source == "outputs" else f", or let it probe: {self.probe_problem}"
+                raise ValueError(f"GANMonitor cannot find the discriminator's outputs: {missing}{how_to_probe}.")
+            self._resolve("outputs" if given is not None else "probe", models)
         if self.resolved == "probe":
-            self._since_probe += 1
-            if self._since_probe < self.probe_every and not first:
+            self.since_probe += 1
+            if self.since_probe < self.config.probe_every_n_batches and not first:
                 return None
-            self._since_probe = 0
-            d_real, d_fake = self._probe(pl_module, batch)
-            return Observation(d_real.detach(), d_fake.detach(), self._losses(outputs, ()), None)
-        if outputs is None or (isinstance(outputs, Mapping) and not outputs):
-            return None  # a skipped step (Lightning allows returning None)
-        if not isinstance(outputs, Mapping) or self.d_real_key not in outputs or self.d_fake_key not in outputs:
-            got = f"keys {sorted(map(str, outputs))}" if isinstance(outputs, Mapping) else type(outputs).__name__
-            raise ValueError(
-                f"GANMonitor expected `training_step` to return a dict with '{self.d_real_key}' and "
-                f"'{self.d_fake_key}' (as it did on the first batch), got {got}. Return them on every batch."
-            )
-        pair = []
-        for key in (self.d_real_key, self.d_fake_key, self.fake_key):
-            value = outputs.get(key)
-            if (value is not None or key != self.fake_key) and not isinstance(value, Tensor):
-                what = "generated samples" if key == self.fake_key else "discriminator outputs"
-                raise TypeError(
-                    f"GANMonitor expected `training_step`'s output '{key}' to be a tensor of {what}, got "
-                    f"{type(value).__name__}"
-                )
-            pair.append(None if value is None else value.detach())  # no autograd graph outlives the step
-        skip = (self.d_real_key, self.d_fake_key, self.fake_key)
-        return Observation(pair[0], pair[1], self._losses(outputs, skip), pair[2])
-
-    @staticmethod
-    def _losses(outputs: Any, skip: Sequence[str]) -> list[Tensor]:
-        """The floating tensors ``training_step`` returned besides D's outputs and the samples (losses)."""
-        if isinstance(outputs, Tensor):
-            return [outputs.detach()] if outputs.is_floating_point() else []
-        if not isinstance(outputs, Mapping):
-            return []
-        return [
-            v.detach() for k, v in outputs.items() if k not in skip and isinstance(v, Tensor) and v.is_floating_point()
-        ]
+            self.since_probe = 0
+            d_real, d_fake = self._probe(models, batch)
+            return Observation(d_real.detach(), d_fake.detach(), [loss.detach() for loss in losses], None)
+        return given
 
     @torch.no_grad()
-    def _probe(self, pl_module: Any, batch: Any) -> tuple[Tensor, Tensor]:
-        generator: nn.Module = getattr(pl_module, self.generator_attr)
-        discriminator: nn.Module = getattr(pl_module, self.discriminator_attr)
-        real = real_samples(batch, self.real_key)
+    def _probe(self, models: Models, batch: Any) -> tuple[Tensor, Tensor]:
+        generator, discriminator = models.generator, models.discriminator
+        real = real_samples(batch, self.config.real_key)
         assert self.rng is not None
-        z = self.latent(self.probe_batch_size or real.shape[0], generator, self.rng)
+        z = self.latent(self.config.probe_batch_size or real.shape[0], generator, self.rng)
         y = self.conditions
         y_fake = None if y is None else cycled(y, z.shape[0])
         with untouched(generator, discriminator, device=z.device):
@@ -350,29 +302,38 @@ class Sources(PicklesGenerators):
                 fake = _call(generator, z, y_fake)
             except Exception as err:
                 raise RuntimeError(
-                    f"GANMonitor's probe failed calling `pl_module.{self.generator_attr}` on latent vectors of shape "
-                    f"{tuple(z.shape)}: {err}. Set `GANMonitor(latent_dim=...)` to the shape one latent vector has, "
-                    f"or return '{self.d_real_key}' and '{self.d_fake_key}' from `training_step` instead"
-                    f"{self._conditional_hint()}."
+                    f"GANMonitor's probe failed calling {models.names[0]} on latent vectors of shape "
+                    f"{tuple(z.shape)}: {err}. {self._latent_hint(err)}".rstrip()
                 ) from err
             try:
                 d_fake = _call(discriminator, fake, y_fake)
                 d_real = _call(discriminator, real, y)
             except Exception as err:
                 raise RuntimeError(
-                    f"GANMonitor's probe failed calling `pl_module.{self.discriminator_attr}` on generated samples "
-                    f"of shape {tuple(fake.shape)} and real samples of shape {tuple(real.shape)}: {err}. Check "
-                    "`GANMonitor(real_key=...)`, or return the discriminator's outputs from `training_step` instead"
-                    f"{self._conditional_hint()}."
+                    f"GANMonitor's probe failed calling {models.names[1]} on generated samples of shape "
+                    f"{tuple(fake.shape)} and real samples of shape {tuple(real.shape)}: {err}. Check "
+                    f"`GANMonitor(real_key=...)`, or hand the discriminator's outputs over instead. "
+                    f"{self._conditional_hint(err)}".rstrip()
                 ) from err
         return d_real, d_fake
 
-    def _conditional_hint(self) -> str:
-        if self.condition_key is not None:
+    def _latent_hint(self, err: Exception) -> str:
+        """What to set when G fails on the monitor's latent vectors: their shape, or the conditions it wants."""
+        conditional = self._conditional_hint(err)
+        if conditional or not any(word in str(err).lower() for word in ("shape", "size", "dimension", "expected")):
+            return conditional  # not a shape error: no hint on the latent shape
+        shape = self.latent_shape or ()
+        example = f"e.g. `latent_dim={[*shape, 1, 1]}` for a convolutional G taking (B, {shape[0]}, 1, 1)"
+        example = example if len(shape) == 1 else "e.g. `latent_dim=[100, 1, 1]`"
+        return f"Set `GANMonitor(latent_dim=...)` to the shape one latent vector has ({example})."
+
+    def _conditional_hint(self, err: Exception) -> str:
+        """A hint naming ``condition_key`` when the call failed for want of an argument (a conditional model)."""
+        if self.config.condition_key is not None or not isinstance(err, TypeError) or "argument" not in str(err):
             return ""
         return (
-            "; for a conditional GAN, set `GANMonitor(condition_key=...)` to the place of the labels in the batch: "
-            "the monitor then calls generator(z, y) and discriminator(x, y)"
+            "For a conditional GAN, set `GANMonitor(condition_key=...)` to the place of the labels in the batch: the "
+            "monitor then calls generator(z, y) and discriminator(x, y)."
         )
 
     # ------------------------------------------------------------------ running the generator
@@ -380,55 +341,61 @@ class Sources(PicklesGenerators):
     def latent(self, n: int, generator: nn.Module, rng: torch.Generator) -> Tensor:
         """``n`` latent vectors drawn from ``rng`` on its device, in the generator's floating dtype."""
         assert self.latent_shape is not None
-        param = next(generator.parameters(), None)
-        dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
-        return torch.randn((n, *self.latent_shape), generator=rng, device=rng.device, dtype=dtype)
+        return torch.randn((n, *self.latent_shape), generator=rng, device=rng.device, dtype=_dtype(generator))
 
     @torch.no_grad()
-    def generate(self, pl_module: Any, z: Tensor, y: Tensor | None = None) -> Tensor:
+    def generate(self, models: Models, z: Tensor, y: Tensor | None = None) -> Tensor:
         """G of ``z``, detached, training untouched.
 
         A conditional generator (``condition_key``) gets ``y`` (cycled to as many as ``z``), or else the latest real
         batch's conditions.
         """
-        generator: nn.Module = getattr(pl_module, self.generator_attr)
+        generator = models.generator
         y = y if y is not None else self.conditions
         if y is not None:
             y = cycled(y, z.shape[0]).to(z.device)
-        with untouched(generator, device=z.device):
+        with untouched(*[generator] if isinstance(generator, nn.Module) else [], device=z.device):
             try:
                 return _call(generator, z, y).detach()
             except Exception as err:
                 raise RuntimeError(
-                    f"GANMonitor failed calling `pl_module.{self.generator_attr}` on latent vectors of shape "
-                    f"{tuple(z.shape)} for the diversity metrics or image grids: {err}. Set "
-                    f"`GANMonitor(latent_dim=...)`, or return generated samples as '{self.fake_key}' from "
-                    f"`training_step`{self._conditional_hint()}."
+                    f"GANMonitor failed calling {models.names[0]} on latent vectors of shape {tuple(z.shape)} for "
+                    f"the diversity metrics or image grids: {err}. {self._latent_hint(err)}".rstrip()
                 ) from err
 
     @torch.no_grad()
-    def fixed_samples(self, pl_module: Any, n: int) -> Tensor:
+    def fixed_samples(self, models: Models, n: int) -> Tensor:
         """G of the same ``n`` latent vectors at every call (the diversity checks'), detached, training untouched.
 
         The vectors are drawn once from a CPU generator seeded by ``seed`` (and the process's rank, so that under DDP
         every process brings its own), so a resumed run draws the same ones and the distance G's outputs moved
         between two checks measures what G learned. A conditional generator gets the first batch's conditions.
         """
-        generator: nn.Module = getattr(pl_module, self.generator_attr)
         cached = self._fixed_latent
         if cached is None or cached.shape[0] != n:
             assert self.latent_shape is not None
             dist = torch.distributed
             rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
-            cpu = torch.Generator().manual_seed(self.seed + 2 + 1_000_003 * rank)
-            param = next(generator.parameters(), None)
-            dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
-            cached = self._fixed_latent = torch.randn((n, *self.latent_shape), generator=cpu).to(
-                pl_module.device, dtype
-            )
+            cpu = torch.Generator().manual_seed(self.config.seed + 2 + 1_000_003 * rank)
+            latent = torch.randn((n, *self.latent_shape), generator=cpu)
+            cached = self._fixed_latent = latent.to(models.device, _dtype(models.generator))
         y = self.first_conditions if self.first_conditions is not None else self.conditions
-        return self.generate(pl_module, z=cached, y=y)
+        return self.generate(models, z=cached, y=y)
 
-    def state_dict(self) -> dict[str, Tensor | None]:
-        """The probe generator's state (or the one loaded and not yet applied)."""
-        return {"rng": self.rng.get_state() if self.rng is not None else self.rng_states.get("rng")}
+    def state_dict(self) -> dict[str, Any]:
+        """The probe generator's state (or the one loaded and not yet applied), and the batches since a probe."""
+        rng = self.rng.get_state() if self.rng is not None else self.rng_states.get("rng")
+        return {"rng": rng, "since_probe": self.since_probe, "conditions": self.first_conditions}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` (applied to the generator at :meth:`setup`)."""
+        self.rng_states = {"rng": state.get("rng")}
+        self.since_probe = state.get("since_probe", 0)
+        if state.get("conditions") is not None:
+            self.first_conditions = state["conditions"]
+
+
+def _dtype(generator: Any) -> torch.dtype:
+    """The generator's floating dtype (float32 for a callable without parameters)."""
+    param = next(generator.parameters(), None) if isinstance(generator, nn.Module) else None
+    return param.dtype if param is not None and param.is_floating_point() else torch.float32

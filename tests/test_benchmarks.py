@@ -1,6 +1,7 @@
 """The benchmarks' quick modes run in the suite; what they measure is reported, only behaviour is asserted."""
 
 import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -66,11 +67,16 @@ def test_benchmarks_diversity_cost_table_has_one_row_per_size():
     assert all(float(r["cdist"]) >= 0 for r in rows)
 
 
-def test_benchmarks_tensor_bytes_counts_the_monitors_buffers():
+def test_benchmarks_tensor_bytes_counts_each_storage_once():
     monitor = GANMonitor(from_logits=True, diversity_every_n_batches=None)
-    assert overhead.tensor_bytes(monitor) == monitor._accumulator.buffer.numel() * 4
-    monitor._fixed_latent = torch.zeros(8, 16)
-    assert overhead.tensor_bytes(monitor) == (monitor._accumulator.buffer.numel() + 8 * 16) * 4
+    buffer = overhead.tensor_bytes(monitor)  # the core's buffer, reached through the adapter
+    assert buffer > 0
+    # the package's own objects are walked (lists and dicts in them too), each storage counted once
+    latent = torch.zeros(8, 16)
+    monitor.held = types.SimpleNamespace(tensors=[latent])
+    assert overhead.tensor_bytes(monitor) == buffer  # a SimpleNamespace is not the package's: not walked
+    monitor.held = [latent, {"view": latent[:2]}, torch.zeros(3, dtype=torch.float64)]
+    assert overhead.tensor_bytes(monitor) == buffer + 8 * 16 * 4 + 3 * 8
 
 
 def test_benchmarks_write_section_replaces_only_its_own_section(tmp_path):

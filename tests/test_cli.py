@@ -46,7 +46,7 @@ def test_cli_example_config_trains_a_few_batches(tmp_path):
     assert entry["class_path"] == "lightning_gan_monitor.GANMonitor"
     for key, value in entry["init_args"].items():
         assert getattr(monitor, key) == value, key
-    assert monitor._batches_seen == cli.model.batches_trained == 10
+    assert monitor.batches_seen == cli.model.batches_trained == 10
     assert "gan/generator_score" in cli.trainer.callback_metrics
     assert list(Path(cli.trainer.logger.log_dir).glob("events.out.tfevents.*"))
     assert (Path(cli.trainer.log_dir) / "config.yaml").exists()  # LightningCLI saved the resolved config
@@ -118,7 +118,7 @@ def test_cli_lightning_package_takes_its_own_monitor(tmp_path, capsys):
     (tmp_path / "lightning.yaml").write_text(yaml.safe_dump(config))
     cli = cli_module.main(["fit", f"--config={tmp_path / 'lightning.yaml'}"])
     assert type(monitor_of(cli)) is monitor_class("lightning")
-    assert monitor_of(cli)._batches_seen == 10 and "gan/generator_score" in cli.trainer.callback_metrics
+    assert monitor_of(cli).batches_seen == 10 and "gan/generator_score" in cli.trainer.callback_metrics
 
     # the pytorch_lightning callback is no `lightning.pytorch.Callback`: LightningCLI rejects it, as the issue says
     config["trainer"]["callbacks"][0]["class_path"] = "lightning_gan_monitor.GANMonitor"

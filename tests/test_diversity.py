@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from lightning_gan_monitor import DiversityScores
+from lightning_gan_monitor.config import MonitorConfig
 from lightning_gan_monitor.diversity import DiversityWatch, Reservoir
 from lightning_gan_monitor.functional import diversity_against, diversity_scores, real_reference
 
@@ -61,14 +62,19 @@ def test_diversity_against_a_reference_equals_diversity_scores(n_fake):
 
 
 def test_diversity_watch_reuses_the_real_side_and_matches_the_metric():
-    watch = DiversityWatch(10, 32, 64, 5, 0.25, None, None, 0, 0, "fake", "generator", verbose=False)
+    config = MonitorConfig(
+        diversity_every_n_batches=10, diversity_samples=32, real_reservoir_size=64, verbose=False,
+        collapse_diversity_below=None, collapse_near_duplicates_above=None,
+    )  # fmt: skip
+    watch = DiversityWatch(config)
     g = torch.Generator().manual_seed(1)
     watch.collect(torch.randn(64, 8, generator=g), None, first_batch_of_epoch=True)
     watch.fake_source = "probe"
     metric = DiversityScores(nearest_k=5, near_duplicate_factor=0.25)
     for _ in range(3):
         fake = torch.randn(32, 8, generator=g) * 0.5
-        values = watch.measure(lambda n, fake=fake: fake)
+        watch.prepare(lambda n, fake=fake: fake)
+        values = watch.measure()
         metric.reset()
         metric.update(fake=fake, real=watch.reservoir.samples())
         expected = {k: v.item() for k, v in metric.compute().items()}

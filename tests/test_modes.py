@@ -74,7 +74,7 @@ def test_modes_monitor_logs_mode_coverage_for_2d_samples_the_same_on_both_paths(
     logged = events.Scalars("gan/mode_coverage")
     assert [e.step for e in logged] == [99, 199] and all(e.value <= 1 / 8 for e in logged)
     assert trainer.callback_metrics["gan/mode_coverage"].item() == logged[-1].value
-    assert "gan/mode_coverage" in monitor._history.tags
+    assert "gan/mode_coverage" in monitor.history.tags
     # a feature extractor (here the identity) goes through the Metric, which DDP uses: the same numbers
     metric_path, _, events = _fit_ring(tmp_path / "metric", feature_extractor=lambda x: x)
     assert [e.value for e in events.Scalars("gan/mode_coverage")] == [e.value for e in logged]

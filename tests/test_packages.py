@@ -80,7 +80,7 @@ def test_packages_probing_never_changes_training(tmp_path, package):
         trainer.fit(model, digits.make_dataloader(digits.load_digits_tensor(3)))
         results.append(({k: v.clone() for k, v in model.state_dict().items()}, torch.get_rng_state()))
     (plain, rng_plain), (probed, rng_probed) = results
-    assert monitor._sources.resolved == "probe" and monitor._batches_seen == 20
+    assert monitor.source_in_use == "probe" and monitor.batches_seen == 20
     assert {k for k in trainer.callback_metrics if k.startswith("gan/")} == {
         "gan/generator_score",
         "gan/discriminator_score",
@@ -103,7 +103,7 @@ monitor = monitor_class({package!r})(from_logits=True, log_every_n_batches=2, ch
 logger = pl({package!r}).loggers.TensorBoardLogger({tmp!r}, name="tb")
 trainer = make_trainer({package!r}, {tmp!r}, [monitor], max_epochs=1, logger=logger)
 trainer.fit(digits.DigitsGAN(), digits.make_dataloader(digits.load_digits_tensor(3)))
-assert monitor._batches_seen == 5 and "gan/generator_score" in trainer.callback_metrics
+assert monitor.batches_seen == 5 and "gan/generator_score" in trainer.callback_metrics
 assert not any(name in sys.modules and sys.modules[name] is not None for name in {blocked!r})
 print("OK", type(monitor).__module__)
 """

@@ -136,5 +136,5 @@ def test_reading_auto_decides_fifty_fresh_logit_discriminators_without_a_warning
             warnings.simplefilter("always", GANMonitorWarning)
             trainer.fit(TemplateGAN(), digit_images_loader(seed=seed))
         assert [str(w.message) for w in caught if issubclass(w.category, GANMonitorWarning)] == [], seed
-        readings.append(monitor._reading.decided)
+        readings.append(monitor.reading)
     assert readings == ["logits"] * 50

@@ -47,7 +47,7 @@ def test_readme_first_snippet_runs_as_it_is(tmp_path, sigmoid, capsys):
     exec(compile(code.replace("import pytorch_lightning as pl", "pl = quick"), "README.md", "exec"), scope)
     assert capsys.readouterr().out.strip() == "None"  # healthy: `stopping_reason_message` is None, nothing stopped it
     monitor = scope["monitor"]
-    assert monitor._reading.decided == ("probabilities" if sigmoid else "logits")  # each read the right way
+    assert monitor.reading == ("probabilities" if sigmoid else "logits")  # each read the right way
     assert 0.0 < monitor.scores["generator_score"] < 1.0 and monitor.failure is None
 
 
@@ -64,4 +64,4 @@ def test_readme_complete_example_runs_as_it_is_and_stays_healthy(tmp_path, monke
         .endswith("healthy: no failure rule fired; training ran to its end (1140 batches)")
     )
     assert (tmp_path / "lightning_logs" / "version_0").is_dir()
-    assert scope["monitor"]._reading.decided == "logits"
+    assert scope["monitor"].reading == "logits"

@@ -139,7 +139,7 @@ def test_report_lays_out_runs_two_a_row(runs):
     # a score plot, a diversity panel, a text panel and a strip of sample grids per run (the flat 64-value digits are
     # shown as 8x8 images); the runs stopped before the first diversity check (batch 100) have an empty diversity panel
     diversity_axes = [ax for ax in figure.axes if ax.get_ylabel().startswith("diversity, near-duplicates")]
-    measured = ["gan/diversity" in monitors[s][0]._history.tags for s in sorted(EPOCHS)]
+    measured = ["gan/diversity" in monitors[s][0].history.tags for s in sorted(EPOCHS)]
     assert any(measured) and not all(measured)
     assert [bool(ax.get_lines()) for ax in diversity_axes] == measured
     image_axes = [ax for ax in figure.axes if ax.get_images()]
@@ -367,9 +367,9 @@ def test_monitor_summary_counts_regimes_and_reports_the_verdict(runs, caplog):
         summary = monitor.summary
         assert summary.batches == len(recorder.batches)
         # "collapsed" is measured only by runs that reached a diversity check (batch 100), and none of these is
-        if "gan/diversity" in monitor._history.tags:
-            _, diversity = monitor._history.series("gan/diversity")
-            _, duplicates = monitor._history.series("gan/near_duplicates")
+        if "gan/diversity" in monitor.history.tags:
+            _, diversity = monitor.history.series("gan/diversity")
+            _, duplicates = monitor.history.series("gan/near_duplicates")
             assert min(diversity) >= monitor.collapse_diversity_below, scenario
             assert max(duplicates) <= monitor.collapse_near_duplicates_above, scenario
             collapsed = 0

@@ -104,8 +104,8 @@ def test_right_cause_a_drifting_collapsed_generator_at_lr_1e3_is_named_collapse_
     first = monitor.diagnoses[0]
     assert first.failure is FailureMode.MODE_COLLAPSE and first.batch <= 150, monitor.diagnoses
     assert first.scores["diversity"] == 0.0 and first.scores["near_duplicates"] == 1.0
-    assert monitor._watch.fake_source == ("generator" if reachable else "outputs")
-    assert monitor._watch.tracker.movement > 0.1  # it moves: it learns, with no variety
+    assert monitor.diversity_source == ("generator" if reachable else "outputs")
+    assert monitor.collapse_tracker.movement > 0.1  # it moves: it learns, with no variety
 
 
 def test_right_cause_diversity_within_each_batch_does_not_read_drift_as_variety():

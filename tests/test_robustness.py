@@ -118,7 +118,7 @@ def test_robustness_trainer_configurations_never_change_training(tmp_path, confi
         assert torch.equal(plain[key], watched[key]), key
     assert torch.equal(rng_plain, rng_watched) and n_plain == n_watched
     # every training batch observed, no validation batch (their scripted outputs would read as "D dominates")
-    assert monitor._batches_seen == n_watched > 0
+    assert monitor.batches_seen == n_watched > 0
     assert monitor.failure is None
     if config == "validation_and_sanity_check":
         assert counter.val > 0
@@ -169,7 +169,7 @@ def test_robustness_output_shapes_and_dtypes_score_like_the_reference(tmp_path, 
         metric.update(d_real, d_fake)
     for key, value in metric.compute().items():
         assert trainer.callback_metrics[f"gan/{key}"].item() == pytest.approx(value.item(), abs=1e-6), key
-    assert monitor._batches_seen == 10 and monitor.failure is None
+    assert monitor.batches_seen == 10 and monitor.failure is None
 
 
 def test_robustness_skipped_steps_and_plain_tensors(tmp_path):
@@ -178,7 +178,7 @@ def test_robustness_skipped_steps_and_plain_tensors(tmp_path):
     model = ReturnsGAN(lambda r, f, batch: None if batch % 2 else {"d_real": r, "d_fake": f})
     monitor = GANMonitor(from_logits=True, log_every_n_batches=10)
     make_trainer(tmp_path, [monitor], max_epochs=2).fit(model, make_dataloader(load_digits_tensor(3)))
-    assert monitor._batches_seen == 10 and len(model.recorded) == 5
+    assert monitor.batches_seen == 10 and len(model.recorded) == 5
     with pytest.raises(
         ValueError,
         match=r"`training_step` returned a mapping with keys \['loss'\]\. Return a dict with 'd_real' and 'd_fake'",
@@ -202,7 +202,6 @@ def test_robustness_outputs_with_graphs_attached_are_not_kept(tmp_path):
     make_trainer(tmp_path, [monitor], max_epochs=2).fit(ReturnsGAN(make_output), make_dataloader(load_digits_tensor(3)))
     gc.collect()
     assert len(refs) == 10 and all(ref() is None for ref in refs)  # neither the tensors nor their graphs survive
-    assert not monitor._accumulator.buffer.requires_grad
 
 
 def test_robustness_several_monitors_in_one_trainer(tmp_path):
@@ -290,13 +289,13 @@ def test_robustness_long_run_memory_does_not_grow(tmp_path):
         trainer.fit(AutoGAN(hidden=4), DataLoader(data, batch_size=1))
     finally:
         torch.set_num_threads(threads)
-    assert monitor._batches_seen == LONG_RUN
+    assert monitor.batches_seen == LONG_RUN
     (objects_early, tensors_early), (objects_late, tensors_late) = counter.counts[500], counter.counts[LONG_RUN]
     # 2,500 more batches: a per-batch leak of even one object would show as 2,500
     assert objects_late - objects_early < 500, counter.counts
     assert tensors_late - tensors_early < 20, counter.counts
-    assert monitor._accumulator.pending < monitor._check_every and len(monitor.diagnoses) == 0
-    assert "gan/diversity" in monitor._history.tags
+    assert len(monitor.diagnoses) == 0
+    assert "gan/diversity" in monitor.history.tags
 
 
 class BreaksAtBatch100(DigitsGAN):
@@ -335,4 +334,4 @@ def test_robustness_optional_features_failing_mid_run_turn_off_and_training_goes
     ]
     assert all("RuntimeError" in message and "boom" in message and "training goes on" in message for message in said)
     assert model.batches_trained == 150 and monitor.failure is None  # trained to its end
-    assert monitor._batches_seen == 150 and monitor._sources.resolved == "off"
+    assert monitor.batches_seen == 150 and monitor.source_in_use == "off"
