@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from datetime import timedelta
 from pathlib import Path
@@ -28,6 +29,7 @@ from torch import Tensor
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from faults import arm_fault
 from packages import example, monitor_class
 from packages import pl as lightning_api
 
@@ -87,20 +89,22 @@ class Reporter(pl.Callback):
 
     def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
         monitor = _monitor(trainer)
-        if monitor._batches_seen == 1:  # the monitor (before this callback) has just checked, on every rank
+        if monitor.batches_seen == 1:  # the monitor (before this callback) has just checked, on every rank
             d_real, d_fake = pl_module.recorded[0]
             own = gan_score_stats(d_real, d_fake, from_logits=True).tolist()
             self.first_check = {
-                "running": list(monitor._log_stats[: len(own)]),  # the statistics (the rank sums follow, zero here)
+                "running": list(
+                    monitor.state_dict()["log_stats"][: len(own)]
+                ),  # the statistics (the rank sums follow, zero here)
                 "own": own,
-                "detector_batches": monitor._tracker.batches,
+                "detector_batches": monitor.tracker.batches,
             }
 
     def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
         monitor = _monitor(trainer)
         rank = trainer.global_rank
         # what the monitor logged at its log points (every `log_every_n_batches`; not the end of fit's extra one)
-        series = {name: monitor._history.series(f"gan/{name}") for name in SCORE_NAMES}
+        series = {name: monitor.history.series(f"gan/{name}") for name in SCORE_NAMES}
         batches = series[SCORE_NAMES[0]][0]
         every = monitor.log_every_n_batches
         logged = [
@@ -118,13 +122,14 @@ class Reporter(pl.Callback):
             "stopping_reason": monitor.stopping_reason.value,
             "diagnoses": [{"batch": d.batch, "held_for": d.held_for} for d in monitor.diagnoses],
             "batches": pl_module.batches_trained,
-            "monitor_batches_seen": monitor._batches_seen,
+            "monitor_batches_seen": monitor.batches_seen,
             "max_batches": trainer.num_training_batches * self.max_epochs,
             "global_step": trainer.global_step,
             "callback_metrics": {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("gan/")},
             "log_batches": [batch for batch, _ in logged],
             "logged": [scores for _, scores in logged],
             "first_check": self.first_check,
+            "diversity_source": monitor.diversity_source,
         }
         self.outdir.mkdir(parents=True, exist_ok=True)
         d_real, d_fake = zip(*pl_module.recorded) if pl_module.recorded else ((), ())
@@ -151,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-epochs", type=int, default=3)
     parser.add_argument("--digit", type=int, default=-1, help="-1: all digits (28 batches per rank and epoch)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--fault-rank", type=int, default=-1, help="the generator fails outside training there")
     parser.add_argument("--strategy", choices=["ddp", "ddp_spawn", "ddp_fork"], default="ddp")
     parser.add_argument("--package", choices=["pytorch_lightning", "lightning"], default="pytorch_lightning")
     parser.add_argument(
@@ -189,8 +195,10 @@ def main(argv: list[str] | None = None) -> int:
             default_root_dir=args.outdir,
         )
         prefit.fit(DigitsGAN(), loader)
-        assert monitor._batches_seen == args.prefit_batches
+        assert monitor.batches_seen == args.prefit_batches
     model = RecordingGAN(dominate_on_rank=args.dominate_on_rank, from_batch=args.from_batch)
+    if int(os.environ.get("LOCAL_RANK", 0)) == args.fault_rank:  # (Lightning's `ddp` sets it for the other rank)
+        arm_fault(model.generator, after_steps=100)  # from the first diversity check (batch 100) on
     trainer = pl.Trainer(
         accelerator="cpu",
         devices=2,

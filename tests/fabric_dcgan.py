@@ -94,12 +94,17 @@ def train(
     lr_d: float = LR,
     seed: int = 999,
     verbose: bool = False,
+    fault: bool = False,
 ) -> int:
     """The training loop, after ``fabric.launch()``; returns the iterations trained (28 an epoch on one device)."""
     seed_everything(seed, verbose=False)
     generator, discriminator = Generator(), Discriminator()
     generator.apply(weights_init)
     discriminator.apply(weights_init)
+    if fault:  # the generator raises outside training from batch 100 (the first diversity check) on this process
+        from faults import arm_fault
+
+        arm_fault(generator, after_steps=100)
     opt_g = torch.optim.Adam(generator.parameters(), lr=lr_g, betas=BETAS)
     opt_d = torch.optim.Adam(discriminator.parameters(), lr=lr_d, betas=BETAS)
     discriminator, opt_d = fabric.setup(discriminator, opt_d)
@@ -167,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lr-g", type=float, default=LR)
     parser.add_argument("--lr-d", type=float, default=LR)
     parser.add_argument("--patience", type=int, default=50)
+    parser.add_argument("--fault-rank", type=int, default=-1, help="the generator fails outside training there")
     args = parser.parse_args(argv)
 
     torch.set_num_threads(1)  # two processes share two cores
@@ -178,7 +184,8 @@ def main(argv: list[str] | None = None) -> int:
     fabric = Fabric(accelerator="cpu", devices=args.devices, strategy=strategy)
     fabric.launch()
     monitor = GANMonitor(patience=args.patience, latent_dim=[nz, 1, 1], verbose=False)  # + GANMonitor
-    iterations = train(fabric, monitor, num_epochs=args.epochs, lr_g=args.lr_g, lr_d=args.lr_d)
+    fault = fabric.global_rank == args.fault_rank
+    iterations = train(fabric, monitor, num_epochs=args.epochs, lr_g=args.lr_g, lr_d=args.lr_d, fault=fault)
     report = {
         "rank": fabric.global_rank,
         "world_size": fabric.world_size,
@@ -188,6 +195,7 @@ def main(argv: list[str] | None = None) -> int:
         "stopped_batch": monitor.stopped_batch,
         "diagnoses": [{"batch": d.batch, "failure": d.failure.value if d.failure else None} for d in monitor.diagnoses],
         "scores": monitor.scores,
+        "diversity_source": monitor.diversity_source,
     }
     args.outdir.mkdir(parents=True, exist_ok=True)
     (args.outdir / f"rank{fabric.global_rank}.json").write_text(json.dumps(report, indent=2))

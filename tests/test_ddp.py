@@ -220,3 +220,14 @@ def test_ddp_spawn_and_fork_stop_together_sync_scores_and_count_once(tmp_path, s
         assert first["running"] == pytest.approx(both, abs=1e-5)
         assert first["detector_batches"] == 1
     assert rank0["first_check"]["own"] != pytest.approx(rank1["first_check"]["own"], abs=1e-6)
+
+
+@pytest.mark.ddp
+@pytest.mark.slow
+def test_ddp_a_fault_on_one_rank_turns_the_feature_off_on_both(tmp_path: Path) -> None:
+    # G fails outside training on rank 0 from batch 100: its diversity check fails before any collective
+    reports = _run(tmp_path, "--fault-rank", "0", "--max-epochs", "5", "--patience", "500", "--check-every", "20")
+    for report in reports:  # no hang: both ran to the end, with the diversity checks off on both
+        assert report["batches"] == report["monitor_batches_seen"] == report["max_batches"] == 140
+        assert report["diversity_source"] == "off" and report["failure"] is None
+    assert reports[0]["callback_metrics"] == reports[1]["callback_metrics"]

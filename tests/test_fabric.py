@@ -27,6 +27,7 @@ import fabric_dcgan
 
 from lightning_gan_monitor import FailureMode, GANMonitorWarning
 from lightning_gan_monitor.fabric import GANMonitor
+from lightning_gan_monitor.loop import unwrap
 from lightning_gan_monitor.names import SCORE_NAMES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -163,7 +164,7 @@ def test_fabric_state_round_trips_through_fabric_save_and_load(tmp_path):
     assert resumed.diagnoses == monitor.diagnoses and resumed.scores == monitor.scores
     # a loaded monitor carries on from its state: its next batch is the one after the checkpoint's
     resumed.update(fabric, torch.full((4,), 0.9), torch.full((4,), 0.1))
-    assert resumed.failure is monitor.failure and resumed._batches_seen == monitor.stopped_batch + 1
+    assert resumed.failure is monitor.failure and resumed.batches_seen == monitor.stopped_batch + 1
 
 
 def test_fabric_update_errors_name_the_arguments():
@@ -171,9 +172,11 @@ def test_fabric_update_errors_name_the_arguments():
     monitor = GANMonitor(latent_dim=LATENT)
     with pytest.raises(ValueError, match="needs both `d_real` and `d_fake`"):
         monitor.update(fabric, d_real=torch.rand(4))
-    with pytest.raises(ValueError, match="pass `generator=`, `discriminator=` and `batch=`"):
+    with pytest.raises(
+        ValueError, match=r"got no `d_real` and `d_fake`: pass them .*, or let it probe: pass `generator=`"
+    ):
         monitor.update(fabric, batch=torch.rand(4, 1, 16, 16))
-    with pytest.raises(ValueError, match=r"probes \(`source='probe'`\): pass `generator=`"):
+    with pytest.raises(ValueError, match=r"\(source='probe'\) cannot probe: pass `generator=`"):
         GANMonitor(source="probe").update(fabric, torch.rand(4), torch.rand(4))
     with pytest.raises(RuntimeError, match=r"Fabric\(callbacks=\[monitor\]\)"):
         GANMonitor().on_train_batch_end({"d_real": torch.rand(4), "d_fake": torch.rand(4)})
@@ -189,18 +192,17 @@ def test_fabric_probes_the_models_without_outputs():
     for _ in range(4):
         monitor.update(fabric, batch=batch, generator=generator, discriminator=discriminator)
     monitor.end(fabric)
-    assert monitor._sources.resolved == "probe"
-    assert monitor._models.generator is generator.module  # run outside Fabric's (and DDP's) wrapper
+    assert monitor.source_in_use == "probe"
+    assert unwrap(generator) is generator.module  # run outside Fabric's (and DDP's) wrapper
     assert all(torch.equal(a, b) for a, b in zip(before, generator.parameters()))
     assert 0.0 < monitor.scores["generator_score"] < 1.0
 
 
-@pytest.mark.slow
-@pytest.mark.ddp
-def test_fabric_ddp_both_ranks_stop_at_the_same_batch(tmp_path):
+def _run_ddp(tmp_path: Path, *options: str) -> tuple[list[dict], str]:
+    """Run ``fabric_dcgan.py`` on two processes; both ranks' reports and the stderr."""
     env = {k: v for k, v in os.environ.items() if k not in ("LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "MASTER_PORT")}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-    command = [sys.executable, str(SCRIPT), str(tmp_path), "--devices", "2", "--lr-d", "2e-3", "--epochs", "24"]
+    command = [sys.executable, str(SCRIPT), str(tmp_path), "--devices", "2", *options]
     # A session of its own, so a timeout kills rank 1 (a child of rank 0) too.
     proc = subprocess.Popen(
         command, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
@@ -212,7 +214,13 @@ def test_fabric_ddp_both_ranks_stop_at_the_same_batch(tmp_path):
         stdout, stderr = proc.communicate()
         pytest.fail(f"fabric_dcgan.py timed out\nstdout:\n{stdout}\nstderr:\n{stderr}")
     assert proc.returncode == 0, f"fabric_dcgan.py failed\nstdout:\n{stdout}\nstderr:\n{stderr}"
-    reports = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in (0, 1)]
+    return [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in (0, 1)], stderr
+
+
+@pytest.mark.slow
+@pytest.mark.ddp
+def test_fabric_ddp_both_ranks_stop_at_the_same_batch(tmp_path):
+    reports, stderr = _run_ddp(tmp_path, "--lr-d", "2e-3", "--epochs", "24")
     assert [r["world_size"] for r in reports] == [2, 2]
     # the generator collapses by the first diversity check (every rank's samples, gathered), the dominance second
     assert reports[0]["failure"] == FailureMode.MODE_COLLAPSE.value
@@ -222,3 +230,14 @@ def test_fabric_ddp_both_ranks_stop_at_the_same_batch(tmp_path):
         assert reports[0][key] == reports[1][key], key  # one gather, the same numbers, the same decision
     assert reports[0]["iterations"] == stopped - 1
     assert stderr.count("Mode collapse after") == 1  # told once, on rank zero
+
+
+@pytest.mark.slow
+@pytest.mark.ddp
+def test_fabric_ddp_a_fault_on_one_rank_turns_the_feature_off_on_both(tmp_path):
+    # G fails outside training on rank 1 from batch 100: the diversity check there, before any collective
+    reports, stderr = _run_ddp(tmp_path, "--fault-rank", "1", "--epochs", "8", "--patience", "500")
+    for report in reports:  # no hang: both ran to the end, with the diversity checks off on both
+        assert report["iterations"] == report["batches_seen"] == 112 and report["diversity_source"] == "off"
+    assert reports[0]["scores"] == reports[1]["scores"] and reports[0]["failure"] is None
+    assert stderr.count("failed on another process by batch 100") == 1 and "the generator failed outside" in stderr
