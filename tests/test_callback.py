@@ -25,7 +25,7 @@ from lightning_gan_monitor import (
     RealDetectionAccuracy,
     StoppingReason,
 )
-from lightning_gan_monitor.arguments import DEFAULT_CHECK_EVERY
+from lightning_gan_monitor.config import DEFAULT_CHECK_EVERY
 from lightning_gan_monitor.functional import gan_scores
 
 # The EMA (decay 0.9) needs about 30 observations to move 96% of the way to a new regime: the most the rules can
@@ -68,7 +68,7 @@ def test_callback_healthy_runs_do_not_fire(tmp_path, seed):
     assert trainer.current_epoch == 80  # ran to the end
     assert 0.1 < monitor.scores["generator_score"] < 0.9
     # the mode-collapse rule ran (diversity measured on G's samples of the monitor's fixed latent vectors), quiet
-    assert monitor._watch.fake_source == "generator"
+    assert monitor.diversity_source == "generator"
     assert monitor.diversity["diversity"] > monitor.collapse_diversity_below
     assert monitor.diversity["near_duplicates"] < monitor.collapse_near_duplicates_above
 
@@ -149,7 +149,7 @@ def test_callback_probes_a_module_shaped_like_lightnings_gan_example(tmp_path):
     trainer = make_trainer(tmp_path, [monitor], max_epochs=3, logger=CSVLogger(tmp_path))
     pl.seed_everything(0)
     trainer.fit(TemplateGAN(), digit_images_loader())
-    assert monitor._sources.resolved == "probe"
+    assert monitor.source_in_use == "probe"
     assert set(trainer.callback_metrics) >= {"gan/generator_score", "gan/discriminator_score"}
     scores = monitor.scores
     assert all(0.0 <= v <= 1.0 for name, v in scores.items() if name != "gap")
@@ -204,7 +204,7 @@ def test_callback_probe_restores_eval_mode_and_buffers(tmp_path):
     monitor = GANMonitor(from_logits=True, probe_every_n_batches=1)
     loader = digit_images_loader()
     make_trainer(tmp_path, [monitor], max_epochs=1).fit(EvalDiscriminatorGAN(), loader)
-    assert monitor._batches_seen == len(loader)
+    assert monitor.batches_seen == len(loader)
 
 
 # ---------------------------------------------------------------------------------------------- checkpoints
@@ -219,7 +219,7 @@ def test_callback_state_dict_round_trip(tmp_path):
     restored.load_state_dict(state)
     assert restored.failure is monitor.failure and restored.stopped_batch == monitor.stopped_batch
     assert restored.diagnoses == monitor.diagnoses
-    assert restored._tracker.state_dict() == monitor._tracker.state_dict()
+    assert restored.tracker.state_dict() == monitor.tracker.state_dict()
     assert restored.state_dict()["batches_seen"] == 100
 
 
@@ -237,7 +237,7 @@ def test_callback_resume_mid_failure_continues_the_count(tmp_path):
         uninterrupted, _ = run()
     # The frozen generator takes no optimizer steps: global steps are batches here.
     interrupted, trainer = run(max_steps=uninterrupted.stopped_batch - 20)
-    held = list(interrupted._tracker.held)
+    held = list(interrupted.tracker.held)
     assert interrupted.failure is None and max(held) >= 20  # stopped mid-way through the failure condition
     trainer.save_checkpoint(tmp_path / "mid.ckpt")
 
@@ -398,7 +398,7 @@ def test_callback_no_source_of_outputs_raises_on_the_first_batch(tmp_path):
         digit_images_loader(),
         ValueError,
         r"cannot find the discriminator's outputs: `training_step` returned nothing\. Return a dict with 'd_real' "
-        r"and 'd_fake'.*or let it probe the module: the latent size is unknown; pass `GANMonitor\(latent_dim=...\)`",
+        r"and 'd_fake'.*or let it probe: the latent size is unknown; pass `GANMonitor\(latent_dim=...\)`",
     )
 
 
@@ -409,7 +409,7 @@ def test_callback_source_probe_without_generator_raises_at_fit_start(tmp_path):
         GANMonitor(source="probe", generator_attr="netG"),
         digit_images_loader(),
         ValueError,
-        r"cannot probe this module: the module has no callable `netG` attribute; set `GANMonitor\(generator_attr",
+        r"cannot probe: the module has no callable `netG` attribute; set `GANMonitor\(generator_attr",
     )
 
 
@@ -458,7 +458,7 @@ def test_callback_outputs_that_stop_coming_turn_the_scores_off_with_one_warning(
         "(no scores and no failure rule from here on); training goes on."
     )
     assert r"(as it did on the first batch), got keys ['loss']" in said[0] and "resume from a checkpoint" in said[0]
-    assert model.batches_trained == 20 and monitor._sources.resolved == "off"  # trained to its end
+    assert model.batches_trained == 20 and monitor.source_in_use == "off"  # trained to its end
 
 
 def test_callback_wrong_real_key_raises(tmp_path):
@@ -497,7 +497,7 @@ def test_callback_mode_collapse_fires_on_a_generator_that_ignores_its_noise(tmp_
         model, trainer = fit_digits(
             tmp_path, [monitor], epochs=100, return_d_outputs=False, **SCENARIOS["mode-collapse"]
         )
-    assert monitor._watch.fake_source == "generator"
+    assert monitor.diversity_source == "generator"
     assert monitor.failure is FailureMode.MODE_COLLAPSE
     assert monitor.stopping_reason is StoppingReason.FAILURE
     assert model.batches_trained == monitor.stopped_batch == 100
@@ -520,7 +520,7 @@ def test_callback_mode_collapse_warns_once_per_stretch_and_can_be_turned_off(tmp
     assert [d.batch for d in monitor.diagnoses] == [20]  # then latched while the collapse lasts
     off = GANMonitor(from_logits=True, diversity_every_n_batches=None, image_every_n_epochs=None)
     fit_digits(tmp_path, [off], epochs=20, **SCENARIOS["mode-collapse"])
-    assert off.failure is None and off._watch is None
+    assert off.failure is None and off.diversity_source == "off"
 
 
 def test_callback_best_generator_by_coverage_with_lightnings_model_checkpoint(tmp_path):
@@ -558,10 +558,10 @@ def test_callback_fixed_latent_batch_and_collapse_count_survive_a_resume(tmp_pat
         return monitor, trainer
 
     first, trainer = run(seed=0, max_steps=2 * 45)  # two optimizer steps per batch: stops after batch 45
-    assert first._watch.tracker.held == 2 and first.failure is None  # collapsed at the checks of 20 and 40
+    assert first.collapse_tracker.held == 2 and first.failure is None  # collapsed at the checks of 20 and 40
     trainer.save_checkpoint(tmp_path / "mid.ckpt")
     resumed, _ = run(seed=123, ckpt_path=tmp_path / "mid.ckpt")  # another seed would draw another latent batch
-    assert torch.equal(resumed._fixed_latent, first._fixed_latent)
+    assert torch.equal(resumed.state_dict()["fixed_latent"], first.state_dict()["fixed_latent"])
     assert resumed.failure is FailureMode.MODE_COLLAPSE and resumed.diagnoses[0].batch == 60  # the third check
 
 
@@ -588,7 +588,7 @@ def test_callback_feature_extractor_with_fid_kid_and_bad_outputs(tmp_path):
     later = GANMonitor(from_logits=True, feature_extractor=fails_later, diversity_every_n_batches=5)
     with pytest.warns(GANMonitorWarning, match=r"the diversity check failed at batch 5, so it is off"):
         _, trainer = fit_digits(tmp_path, [later], epochs=4)
-    assert later._batches_seen == 20 and "gan/diversity" not in trainer.callback_metrics
+    assert later.batches_seen == 20 and "gan/diversity" not in trainer.callback_metrics
 
 
 def test_callback_flat_square_samples_are_shown_as_images_with_one_message(tmp_path, caplog):
@@ -619,11 +619,11 @@ def test_callback_resumes_from_a_checkpoint_written_by_version_0_1(tmp_path):
     checkpoint = torch.load(fixtures / "monitor_v0_1.ckpt", weights_only=False)
     monitor = GANMonitor(from_logits=True, patience=100)
     monitor.load_state_dict(checkpoint["callbacks"][monitor.state_key])
-    assert monitor._batches_seen == expected["batches_seen"] == 150
+    assert monitor.batches_seen == expected["batches_seen"] == 150
     assert {k: monitor.scores[k] for k in expected["scores"]} == pytest.approx(expected["scores"], abs=1e-7)
     assert monitor.diversity == pytest.approx(expected["diversity"], abs=1e-7)
-    assert monitor._tracker.held == expected["held"]
-    assert monitor._history.tags == expected["history_tags"]
+    assert monitor.tracker.held == expected["held"]
+    assert monitor.history.tags == expected["history_tags"]
 
     # at 0.2's defaults, the one threshold that changed is named
     with pytest.warns(GANMonitorWarning, match=r"other settings \(g_dominates_generator_above: 0\.9 -> 0\.8\)"):
@@ -638,13 +638,41 @@ def test_callback_resumes_from_a_checkpoint_written_by_version_0_1(tmp_path):
         trainer.fit(
             DigitsGAN(hidden_dim=32), make_dataloader(load_digits_tensor(3)), ckpt_path=fixtures / "monitor_v0_1.ckpt"
         )
-    assert resumed._batches_seen == 200 and resumed._tracker.batches == 200
-    assert sum(resumed._tracker.regime_batches) == 200
+    assert resumed.batches_seen == 200 and resumed.tracker.batches == 200
+    assert sum(resumed.tracker.regime_batches) == 200
     assert resumed.failure is None and resumed.summary is not None and resumed.summary.batches == 200
-    batches, _ = resumed._history.series("gan/generator_score")
+    batches, _ = resumed.history.series("gan/generator_score")
     # the saved log points (every 50 batches, then the end of fit), then every 10 batches of the resumed run
     assert len(batches) == expected["history_points"]["gan/generator_score"] + 5
     assert batches[-5:] == [160, 170, 180, 190, 200]
+
+
+def test_callback_resumes_from_a_checkpoint_written_by_version_0_2(tmp_path):
+    # tests/fixtures/make_v0_2_checkpoint.py wrote it with GANMonitor 0.2 (150 batches, diversity checks every 50)
+    fixtures = Path(__file__).parent / "fixtures"
+    expected = json.loads((fixtures / "monitor_v0_2.json").read_text())
+    checkpoint = torch.load(fixtures / "monitor_v0_2.ckpt", weights_only=False)
+    monitor = GANMonitor(patience=100, diversity_every_n_batches=50)
+    assert monitor.state_key == expected["state_key"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", GANMonitorWarning)  # the same settings: nothing to warn of
+        monitor.load_state_dict(checkpoint["callbacks"][monitor.state_key])
+    assert monitor.batches_seen == expected["batches_seen"] == 150 and monitor.reading == "logits"
+    assert {k: monitor.scores[k] for k in expected["scores"]} == pytest.approx(expected["scores"], abs=1e-7)
+    assert monitor.diversity == pytest.approx(expected["diversity"], abs=1e-7)
+    assert monitor.tracker.held == expected["held"] and monitor.history.tags == expected["history_tags"]
+    # a resumed run carries on from there
+    resumed = GANMonitor(patience=100, diversity_every_n_batches=50)
+    pl.seed_everything(0)
+    trainer = make_trainer(tmp_path, [resumed], max_epochs=40)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", GANMonitorWarning)
+        trainer.fit(
+            DigitsGAN(hidden_dim=32), make_dataloader(load_digits_tensor(3)), ckpt_path=fixtures / "monitor_v0_2.ckpt"
+        )
+    assert resumed.batches_seen == 200 and resumed.tracker.batches == 200 and resumed.failure is None
+    batches, _ = resumed.history.series("gan/diversity")
+    assert len(batches) == expected["history_points"]["gan/diversity"] + 1 and batches[-1] == 200
 
 
 class LogsNaNLoss(DigitsGAN):
@@ -685,7 +713,7 @@ def test_callback_a_dict_without_the_keys_warns_names_them_and_probes(tmp_path):
         "`GANMonitor(d_real_key=..., d_fake_key=...)`; until then the monitor probes `generator` and "
         "`discriminator` itself, every 10 batches."
     ]
-    assert monitor._sources.resolved == "probe"
+    assert monitor.source_in_use == "probe"
     # the loss alone (what Lightning makes of `return loss`) is no reason to warn
     quiet = GANMonitor(from_logits=True)
     with warnings.catch_warnings():
