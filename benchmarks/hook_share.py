@@ -46,6 +46,11 @@ from lightning_gan_monitor import GANMonitor
 HOOKS = ("on_train_batch_end", "on_train_epoch_end", "on_train_end", "on_fit_start", "setup")
 
 
+def seen(monitor: Any) -> int:
+    """Batches the monitor saw: `batches_seen` (0.3 and later, public) or `_batches_seen` (before)."""
+    return monitor.batches_seen if hasattr(type(monitor), "batches_seen") else monitor._batches_seen
+
+
 class TimedMonitor(GANMonitor):
     """The monitor, timing its hooks, its checks and (0.1) its separate log step, each with the batch it ran at."""
 
@@ -64,7 +69,7 @@ class TimedMonitor(GANMonitor):
             try:
                 return method(*args, **kwargs)
             finally:
-                self.timings[name].append((self.batches_seen, time.perf_counter() - start))
+                self.timings[name].append((seen(self), time.perf_counter() - start))
 
         return timed
 
@@ -97,8 +102,8 @@ def measure(log_every: int, probing: bool, batches: int) -> dict[str, Any]:
     return {
         "monitor": lightning_gan_monitor.__version__,
         "setting": f"{'probing' if probing else 'outputs'}, log_every_n_steps={log_every}",
-        "batches": monitor.batches_seen,
-        "ms / batch": f"{total / monitor.batches_seen * 1e3:.2f}",
+        "batches": seen(monitor),
+        "ms / batch": f"{total / seen(monitor) * 1e3:.2f}",
         "share in hooks": f"{hooks / total * 100:.2f}%",
         "ordinary batch µs (median)": f"{statistics.median(d for _, d in t['on_train_batch_end']) * 1e6:.0f}",
         "checks": len(per_batch),

@@ -10,55 +10,58 @@ batch. Nothing here imports torch or Lightning.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Sequence
-from typing import NamedTuple
+from collections.abc import Mapping, Sequence
+from typing import Protocol
 
-from lightning_gan_monitor.diagnosis import GANMonitorWarning, say, turned_off, turned_off_elsewhere
+from lightning_gan_monitor.diagnosis import FEATURES, GANMonitorWarning, say, turned_off, turned_off_elsewhere
 
-__all__ = ["Faults", "Feature"]
+__all__ = ["Faults", "Part"]
 
 
-class Feature(NamedTuple):
-    """An optional feature: what it is, what the run does without it, and how it turns itself off."""
+class Part(Protocol):
+    """A part of the monitor with an optional feature: it turns itself off and says whether it is off."""
 
-    what: str
-    consequence: str
-    turn_off: Callable[[], None]
-    is_off: Callable[[], bool]
+    off: bool
+
+    def turn_off(self) -> None:
+        """No more of this feature this fit."""
 
 
 class Faults:
     """The faults of this process since the last check, and what every process does once they are gathered.
 
     Args:
-        features: the optional features by name, in the order of the check's row of flags.
+        parts: the parts with an optional feature, by the feature's name in ``diagnosis.FEATURES``, in the order of
+            the check's row of flags.
 
     Example:
-        >>> off = []
-        >>> scores = Feature("finding D's outputs", "no scores", lambda: off.append(1), lambda: False)
-        >>> faults = Faults({"scores": scores})
-        >>> faults.take(), faults.agree([1.0], [0.0], batch=40), off  # another process failed: off here too
-        ([0.0], None, [1])
+        >>> class Scores:
+        ...     off = False
+        ...     def turn_off(self): self.off = True
+        >>> faults = Faults({"scores": Scores()})
+        >>> faults.take(), faults.agree([1.0], [0.0], batch=40), faults.parts["scores"].off  # failed elsewhere
+        ([0.0], None, True)
 
     """
 
-    def __init__(self, features: dict[str, Feature]) -> None:
-        self.features = features
-        self.here = [0.0] * len(features)
+    def __init__(self, parts: Mapping[str, Part]) -> None:
+        self.parts = dict(parts)
+        self.here = [0.0] * len(self.parts)
 
     def report(self, name: str, err: Exception, batch: int, now: bool = False) -> None:
         """``name`` failed here at ``batch``: warn with the error (once), flag it; ``now``: off here at once."""
-        index = list(self.features).index(name)
-        feature = self.features[name]
+        index = list(self.parts).index(name)
         if not self.here[index]:
-            warnings.warn(turned_off(feature.what, batch, err, feature.consequence), GANMonitorWarning, stacklevel=3)
+            warnings.warn(
+                turned_off(*FEATURES[name][:1], batch, err, FEATURES[name][1]), GANMonitorWarning, stacklevel=3
+            )
         self.here[index] = 1.0
         if now:
-            feature.turn_off()
+            self.parts[name].turn_off()
 
     def take(self) -> list[float]:
         """The flags for the check's gather (1: failed here since the last check); they start afresh."""
-        flags, self.here = self.here, [0.0] * len(self.features)
+        flags, self.here = self.here, [0.0] * len(self.parts)
         return flags
 
     def agree(self, everywhere: Sequence[float], here: Sequence[float], batch: int) -> None:
@@ -66,9 +69,9 @@ class Faults:
 
         ``everywhere``: the gathered flags; ``here``: this process's, as :meth:`take` gave them.
         """
-        for feature, anywhere, mine in zip(self.features.values(), everywhere, here):
+        for (name, part), anywhere, mine in zip(self.parts.items(), everywhere, here):
             if not anywhere:
                 continue
-            if not mine and not feature.is_off():
-                say(turned_off_elsewhere(feature.what, batch, feature.consequence), warning=True)
-            feature.turn_off()
+            if not mine and not part.off:
+                say(turned_off_elsewhere(*FEATURES[name][:1], batch, FEATURES[name][1]), warning=True)
+            part.turn_off()

@@ -28,8 +28,17 @@ if TYPE_CHECKING:
 __all__ = ["DEFAULT_LOG_EVERY", "Host", "LoopMonitor", "MonitorBase", "unwrap"]
 
 
-def _core(name: str, doc: str) -> property:
-    return property(lambda self: getattr(self._monitor, name), doc=doc)
+def _core(path: str, doc: str) -> property:
+    """A read-only attribute of the core (``path`` may be dotted)."""
+    names = path.split(".")
+
+    def get(self: MonitorBase) -> Any:
+        value: Any = self._monitor
+        for name in names:
+            value = getattr(value, name)
+        return value
+
+    return property(get, doc=doc)
 
 
 class MonitorBase(MonitorArguments):
@@ -58,11 +67,13 @@ class MonitorBase(MonitorArguments):
             (``held``, ``movement``), None without diversity checks or collapse thresholds.
     """
 
-    failure: FailureMode | None = _core("failure", "The failure mode that fired first, or None.")  # type: ignore[assignment]
-    stopped_batch: int | None = _core("stopped_batch", "The batch at which the monitor stopped training, or None.")  # type: ignore[assignment]
-    stopping_reason: StoppingReason = _core("stopping_reason", "Why the monitor stopped training.")  # type: ignore[assignment]
-    stopping_reason_message: str | None = _core("stopping_reason_message", "The diagnosis that stopped it.")  # type: ignore[assignment]
-    diagnoses: list[Diagnosis] = _core("diagnoses", "Every diagnosis, in order.")  # type: ignore[assignment]
+    failure: FailureMode | None = _core("outcome.failure", "The failure mode that fired first, or None.")  # type: ignore[assignment]
+    stopped_batch: int | None = _core(
+        "outcome.stopped_batch", "The batch at which the monitor stopped training, or None."
+    )  # type: ignore[assignment]
+    stopping_reason: StoppingReason = _core("outcome.stopping_reason", "Why the monitor stopped training.")  # type: ignore[assignment]
+    stopping_reason_message: str | None = _core("outcome.stopping_reason_message", "The diagnosis that stopped it.")  # type: ignore[assignment]
+    diagnoses: list[Diagnosis] = _core("outcome.diagnoses", "Every diagnosis, in order.")  # type: ignore[assignment]
     summary: RunSummary | None = _core("summary", "The summary of the last run, after it ended.")  # type: ignore[assignment]
     batches_seen: int = _core("batches_seen", "Training batches seen this fit.")  # type: ignore[assignment]
     generator_updates: int | None = _core("generator_updates", "The generator's optimizer steps so far.")  # type: ignore[assignment]

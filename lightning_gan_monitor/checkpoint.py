@@ -6,11 +6,12 @@ with ``.get(key, default)`` so that older checkpoints load; 0.1's held tensors a
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from torch import Tensor
 
-__all__ = ["from_version_1"]
+__all__ = ["from_version_1", "not_restored", "settings_changed"]
 
 
 def from_version_1(state: dict[str, Any]) -> dict[str, Any]:
@@ -37,3 +38,19 @@ def from_version_1(state: dict[str, Any]) -> dict[str, Any]:
         "diversity": diversity.tolist() if isinstance(diversity, Tensor) else diversity,
         "collapse": {k: v.item() for k, v in collapse.items()} if collapse else None,
     }
+
+
+def settings_changed(changed: dict[str, tuple[Any, Any]]) -> str:
+    """The warning of a run resumed under other settings than its checkpoint's (``name: (saved, now)``)."""
+    pairs = ", ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in changed.items())
+    return (
+        f"GANMonitor is resuming from a checkpoint written with other settings ({pairs}); the counters and smoothed "
+        "scores carry on under the new settings."
+    )
+
+
+def not_restored(skipped: Sequence[str]) -> str:
+    """The warning of rules' states a checkpoint could not give back (its rules differ)."""
+    return (
+        f"GANMonitor could not restore {', '.join(skipped)} from the checkpoint (its rules differ); those start afresh."
+    )

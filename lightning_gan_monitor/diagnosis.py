@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 __all__ = [
     "DISCRIMINATOR_STEPS",
+    "FEATURES",
     "GENERATOR_STEPS",
     "GUESSED_LOGITS",
     "REMEDIES",
@@ -56,6 +57,13 @@ def _format_monitor_warning(
 
 # Chained, not replaced: Lightning formats its own warnings the same way (`lightning_fabric.utilities.warnings`).
 warnings.formatwarning = _format_monitor_warning
+
+
+#: The optional features that turn themselves off when they fail: what each is, what the run does without it.
+FEATURES = {
+    "scores": ("finding the discriminator's outputs", "no scores and no failure rule from here on"),
+    "diversity": ("the diversity check", "no diversity metrics and no mode-collapse rule from here on"),
+}
 
 
 def turned_off(what: str, batch: int, err: BaseException, consequence: str) -> str:

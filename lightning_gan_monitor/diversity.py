@@ -198,6 +198,11 @@ class DiversityWatch:
         """No more diversity checks this fit (a fault the processes agreed on)."""
         self.fake_source, self._prepared = "off", None
 
+    @property
+    def off(self) -> bool:
+        """Whether the diversity checks are off (turned off, or no samples to compare)."""
+        return self.fake_source == "off"
+
     def collect(self, real: Tensor, fake: Tensor | None, first_batch_of_epoch: bool) -> None:
         """Offer the batch's real samples to the reservoir and keep a reference to its generated ones (no sync)."""
         self.saw_epoch_start = self.saw_epoch_start or first_batch_of_epoch

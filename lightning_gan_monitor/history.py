@@ -68,6 +68,24 @@ class ScoreHistory:
             points.append(series["last"])
         return [b for b, _ in points], [v for _, v in points]
 
+    def collapsed_batches(
+        self,
+        diversity_below: float | None,
+        near_duplicates_above: float | None,
+        coverage_below: float | None,
+        confirmed: Any = None,
+    ) -> int | None:
+        """:func:`collapsed_batches` of this history, at most what a collapse tracker confirmed.
+
+        ``confirmed``: a :class:`~lightning_gan_monitor.collapse.CollapseTracker`, whose ``collapsed_batches`` count
+        a collapse, not a fresh or frozen generator's blur.
+        """
+        series = {tag: self.series(tag) for tag in self.tags}
+        collapsed = collapsed_batches(series, diversity_below, near_duplicates_above, coverage_below)
+        if confirmed is not None and collapsed is not None:
+            collapsed = min(collapsed, confirmed.collapsed_batches)
+        return collapsed
+
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue (plain Python values, for checkpoints)."""
         return {"max_points": self.max_points, "series": {tag: dict(s) for tag, s in self._series.items()}}
@@ -265,3 +283,51 @@ def summarize(
     if apart:
         counts["collapsed"] = int(collapsed_batches)  # type: ignore[arg-type]
     return RunSummary(batches, counts, dict(scores), tuple(diagnoses), stopping_reason, apart, generator_updates)
+
+
+class Outcome:
+    """What the run came to: the failure that fired first, where the monitor stopped training, every diagnosis.
+
+    Example:
+        >>> outcome = Outcome()
+        >>> outcome.stopped_batch is None, outcome.stopping_reason.value
+        (True, 'not_stopped')
+
+    """
+
+    def __init__(self) -> None:
+        self.failure: FailureMode | None = None
+        self.stopped_batch: int | None = None
+        self.stopping_reason = StoppingReason.NOT_STOPPED
+        self.stopping_reason_message: str | None = None
+        self.diagnoses: list[Diagnosis] = []
+
+    def record(self, diagnosis: Diagnosis, stops: bool, batch: int) -> None:
+        """A diagnosis made at ``batch``; ``stops``: training stops there (the first such stop is kept)."""
+        self.diagnoses.append(diagnosis)
+        if len(self.diagnoses) == 1:
+            self.failure = diagnosis.failure
+        if stops and self.stopped_batch is None:
+            self.stopped_batch = batch
+            failed = diagnosis.failure is not None
+            self.stopping_reason = StoppingReason.FAILURE if failed else StoppingReason.CONVERGED
+            self.stopping_reason_message = diagnosis.message
+
+    def state_dict(self) -> dict[str, Any]:
+        """Plain values, under the checkpoint keys of every version."""
+        return {
+            "failure": self.failure.value if self.failure else None,
+            "stopped_batch": self.stopped_batch,
+            "stopping_reason": self.stopping_reason.value,
+            "stopping_reason_message": self.stopping_reason_message,
+            "diagnoses": [d.to_dict() for d in self.diagnoses],
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict` (missing keys: as if nothing had fired)."""
+        failure = state.get("failure")
+        self.failure = FailureMode(failure) if failure else None
+        self.stopped_batch = state.get("stopped_batch")
+        self.stopping_reason = StoppingReason(state.get("stopping_reason", StoppingReason.NOT_STOPPED.value))
+        self.stopping_reason_message = state.get("stopping_reason_message")
+        self.diagnoses = [Diagnosis.from_dict(d) for d in state.get("diagnoses", [])]

@@ -44,7 +44,8 @@ class GANMonitor(LoopMonitor):
 
     Args:
         loggers: where the values go: ``torch.utils.tensorboard.SummaryWriter`` objects (they also get the score
-            chart, the diagnoses, the summary and the pictures) or any object with ``log_metrics(dict, step)``.
+            chart, the diagnoses, the summary and the pictures) or any object with ``log_metrics(dict, step)``;
+            under ``torch.distributed`` only rank zero writes to them.
         **arguments: the monitor's arguments (:class:`~lightning_gan_monitor.arguments.MonitorArguments`).
 
     Example:
@@ -77,7 +78,7 @@ class GANMonitor(LoopMonitor):
             module = next((t for t in tensors if isinstance(t, nn.Module)), None)
             param = next(module.parameters(), None) if module is not None else None
             device = param.device if param is not None else torch.device("cpu")
-        return Host(device, _gather if distributed else None, rank == 0, self.loggers)
+        return Host(device, _gather if distributed else None, rank == 0, self.loggers if rank == 0 else [])
 
     def update(
         self,

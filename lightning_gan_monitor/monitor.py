@@ -24,20 +24,14 @@ from torch import Tensor
 
 from lightning_gan_monitor import tensorboard
 from lightning_gan_monitor.accumulate import Accumulator
-from lightning_gan_monitor.agreement import Faults, Feature
+from lightning_gan_monitor.agreement import Faults
 from lightning_gan_monitor.cause import decide
-from lightning_gan_monitor.checkpoint import from_version_1
+from lightning_gan_monitor.checkpoint import from_version_1, not_restored, settings_changed
 from lightning_gan_monitor.collapse import CollapseTracker
 from lightning_gan_monitor.config import MonitorConfig
-from lightning_gan_monitor.diagnosis import (
-    GUESSED_LOGITS,
-    Diagnosis,
-    FailureMode,
-    StoppingReason,
-    say,
-)
+from lightning_gan_monitor.diagnosis import GUESSED_LOGITS, Diagnosis, say
 from lightning_gan_monitor.diversity import DiversityWatch
-from lightning_gan_monitor.history import RunSummary, ScoreHistory, collapsed_batches, regime_counts, summarize
+from lightning_gan_monitor.history import Outcome, RunSummary, ScoreHistory, regime_counts, summarize
 from lightning_gan_monitor.names import DIVERSITY_NAMES, RANK_NAMES, SCORE_NAMES
 from lightning_gan_monitor.pictures import EpochPictures
 from lightning_gan_monitor.reading import Reading
@@ -85,7 +79,7 @@ class Monitor:
         ...     verdict = monitor.update(torch.zeros(8, 2), models, given=given)
         ...     if verdict is not None and verdict.stop:
         ...         break
-        >>> monitor.failure, monitor.stopped_batch
+        >>> monitor.outcome.failure, monitor.outcome.stopped_batch
         (<FailureMode.DISCRIMINATOR_DOMINATES: 'discriminator_dominates'>, 20)
 
     """
@@ -98,28 +92,14 @@ class Monitor:
         # The rank values are always summed (the rules read the AUC); they are logged for a critic or on request.
         self._accumulator = Accumulator(config.check_every, ranked=config.reading == "critic" or config.rank_values)
         self._pictures = EpochPictures(config)
-        watch = self._watch
-        features = {
-            "scores": Feature(
-                "finding the discriminator's outputs", "no scores and no failure rule from here on",
-                self._sources.turn_off, lambda: self._sources.resolved == "off",
-            ),
-            "diversity": Feature(
-                "the diversity check", "no diversity metrics and no mode-collapse rule from here on",
-                watch.turn_off if watch else lambda: None, lambda: watch is None or watch.fake_source == "off",
-            ),
-        }  # fmt: skip
-        self._faults = Faults(features)
+        parts = {"scores": self._sources, "diversity": self._watch}  # each turns itself off (`off`, `turn_off`)
+        self._faults = Faults({name: part for name, part in parts.items() if part is not None})
         self.reset()
 
     def reset(self) -> None:
         """Start afresh (a new fit); the random generators' states are kept for resuming."""
         c = self.config
-        self.failure: FailureMode | None = None
-        self.stopped_batch: int | None = None
-        self.stopping_reason = StoppingReason.NOT_STOPPED
-        self.stopping_reason_message: str | None = None
-        self.diagnoses: list[Diagnosis] = []
+        self.outcome = Outcome()  # the failure that fired first, where training stopped, every diagnosis
         self.summary: RunSummary | None = None
         self.history = ScoreHistory()  # what was logged at each log point, bounded, for `plot()`
         self._batches = 0
@@ -165,11 +145,6 @@ class Monitor:
     def diversity_source(self) -> str | None:
         """Where the diversity checks' samples come from: ``"generator"``, ``"outputs"``, ``"off"``, or None."""
         return self._watch.fake_source if self._watch is not None else "off"
-
-    @property
-    def probe_problem(self) -> str | None:
-        """Why the monitor cannot run G and D (a sentence naming what to set), or None; known after :meth:`start`."""
-        return self._sources.probe_problem
 
     @property
     def scores(self) -> dict[str, float]:
@@ -311,19 +286,11 @@ class Monitor:
         verdict = self._check(all_gather, log=True, training_over=True)
         c = self.config
         regimes = regime_counts(self._tracker.rules, self._tracker.regime_batches)
-        series = {tag: self.history.series(tag) for tag in self.history.tags}
         thresholds = (c.collapse_diversity_below, c.collapse_near_duplicates_above, c.collapse_coverage_below)
-        collapsed = collapsed_batches(series, *thresholds)
-        if self._watch is not None and self._watch.tracker is not None and collapsed is not None:
-            collapsed = min(collapsed, self._watch.tracker.collapsed_batches)  # a collapse, not a fresh G's blur
+        collapsed = self.history.collapsed_batches(*thresholds, confirmed=self.collapse_tracker)
+        outcome = self.outcome
         self.summary = summarize(
-            self._batches,
-            regimes,
-            self.scores,
-            self.diagnoses,
-            self.stopping_reason,
-            collapsed_batches=collapsed,
-            generator_updates=self._updates,
+            self._batches, regimes, self.scores, outcome.diagnoses, outcome.stopping_reason, collapsed, self._updates
         )
         if c.verbose:
             rank_zero_info(str(self.summary))
@@ -392,15 +359,8 @@ class Monitor:
         return verdict
 
     def _report(self, verdict: Verdict, diagnosis: Diagnosis, stops: bool) -> None:
-        self.diagnoses.append(diagnosis)
+        self.outcome.record(diagnosis, stops, self._batches)
         verdict.diagnoses.append(diagnosis)
-        if len(self.diagnoses) == 1:
-            self.failure = diagnosis.failure
-        if stops and self.stopped_batch is None:
-            self.stopped_batch = self._batches
-            failed = diagnosis.failure is not None
-            self.stopping_reason = StoppingReason.FAILURE if failed else StoppingReason.CONVERGED
-            self.stopping_reason_message = diagnosis.message
         say(f"GANMonitor: {diagnosis.message}", warning=diagnosis.failure is not None)
         write = functools.partial(
             tensorboard.write_diagnosis, message=diagnosis.message, step=self._batches, prefix=self.config.prefix
@@ -447,11 +407,7 @@ class Monitor:
             "fixed_conditions": sources["conditions"],
             "diversity": list(self.diversity.values()),
             "collapse": collapse.state_dict() if collapse is not None else None,
-            "failure": self.failure.value if self.failure else None,
-            "stopped_batch": self.stopped_batch,
-            "stopping_reason": self.stopping_reason.value,
-            "stopping_reason_message": self.stopping_reason_message,
-            "diagnoses": [d.to_dict() for d in self.diagnoses],
+            **self.outcome.state_dict(),
             "config": self.config.saved(),
             "history": self.history.state_dict(),
             "held": accumulated["held"],
@@ -462,22 +418,13 @@ class Monitor:
         saved = state_dict.get("config", {})
         changed = {k: (saved[k], v) for k, v in self.config.saved().items() if k in saved and saved[k] != v}
         if changed:
-            say(
-                "GANMonitor is resuming from a checkpoint written with other settings ("
-                + ", ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in changed.items())
-                + "); the counters and smoothed scores carry on under the new settings.",
-                warning=True,
-            )
+            say(settings_changed(changed), warning=True)
         state = from_version_1(dict(state_dict)) if "detector" in state_dict else state_dict
         self._batches = state.get("batches_seen", 0)
         self._updates = state.get("generator_updates")
         skipped = self._tracker.load_state_dict(state.get("tracker", {}))
         if skipped:
-            say(
-                f"GANMonitor could not restore {', '.join(skipped)} from the checkpoint (its rules differ); those "
-                "start afresh.",
-                warning=True,
-            )
+            say(not_restored(skipped), warning=True)
         accumulated = {key: state.get(key) for key in ("reading", "log_stats", "held")}
         self._accumulator.load_state_dict({**accumulated, "reading": accumulated["reading"] or {}})
         # (a "sample_rng_state" of 0.1 and 0.2, the diversity checks' generator, is not needed: they use fixed vectors)
@@ -490,11 +437,6 @@ class Monitor:
             self._watch.last = dict(zip(DIVERSITY_NAMES, map(float, last)))
             if self._watch.tracker is not None and state.get("collapse"):
                 self._watch.tracker.load_state_dict(state["collapse"])
-        failure = state.get("failure")
-        self.failure = FailureMode(failure) if failure else None
-        self.stopped_batch = state.get("stopped_batch")
-        self.stopping_reason = StoppingReason(state.get("stopping_reason", StoppingReason.NOT_STOPPED.value))
-        self.stopping_reason_message = state.get("stopping_reason_message")
-        self.diagnoses = [Diagnosis.from_dict(d) for d in state.get("diagnoses", [])]
+        self.outcome.load_state_dict(state)
         if "history" in state:
             self.history.load_state_dict(state["history"])

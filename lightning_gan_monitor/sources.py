@@ -176,6 +176,11 @@ class Sources(PicklesGenerators):
         """No more observations this fit (a fault the processes agreed on)."""
         self.resolved = "off"
 
+    @property
+    def off(self) -> bool:
+        """Whether it was turned off."""
+        return self.resolved == "off"
+
     def steps_generator(self, generator: Any, optimizer: Any) -> bool | None:
         """Whether ``optimizer`` updates ``generator``; None if there is no generator module.
 

@@ -129,3 +129,40 @@ def test_loop_a_fault_on_one_process_turns_the_feature_off_on_both(tmp_path):
     assert rank0["scores"] == rank1["scores"] and rank0["failure"] is rank1["failure"] is None
     assert [w for w in rank0["warnings"] if "failed on another process by batch 100" in w]
     assert [w for w in rank1["warnings"] if "the generator failed outside training" in w]
+
+
+def test_loop_under_hf_accelerate():
+    accelerate = pytest.importorskip("accelerate", reason="HF Accelerate is not installed (`pip install accelerate`)")
+    from fabric_dcgan import BETAS, LR, Discriminator, Generator, digits_dataset, nz, weights_init
+    from torch.utils.data import DataLoader
+
+    accelerator = accelerate.Accelerator(cpu=True)
+    torch.manual_seed(0)
+    netG, netD = Generator(), Discriminator()
+    netG.apply(weights_init)
+    netD.apply(weights_init)
+    optG, optD = (torch.optim.Adam(m.parameters(), lr=LR, betas=BETAS) for m in (netG, netD))
+    loader = DataLoader(digits_dataset(), batch_size=64, shuffle=True, drop_last=True)
+    netG, netD, optG, optD, loader = accelerator.prepare(netG, netD, optG, optD, loader)
+    bce = torch.nn.BCELoss()
+    monitor = GANMonitor(latent_dim=[nz, 1, 1], verbose=False)
+    for _ in range(4):  # the loop of an Accelerate script: `accelerator.backward`, prepared models and data
+        for (real,) in loader:
+            ones, zeros = torch.ones(real.shape[0]), torch.zeros(real.shape[0])
+            optD.zero_grad()
+            d_real = netD(real).view(-1)
+            fake = netG(torch.randn(real.shape[0], nz, 1, 1))
+            d_fake = netD(fake.detach()).view(-1)
+            loss_d = bce(d_real, ones) + bce(d_fake, zeros)
+            accelerator.backward(loss_d)
+            optD.step()
+            optG.zero_grad()
+            loss_g = bce(netD(fake).view(-1), ones)
+            accelerator.backward(loss_g)
+            optG.step()
+            if monitor.update(d_real.detach(), d_fake.detach(), losses=(loss_d, loss_g), batch=real, generator=netG):
+                break
+        monitor.end_epoch()
+    monitor.end()
+    assert monitor.batches_seen == 112 and monitor.failure is None and monitor.summary is not None
+    assert monitor.diversity_source == "generator" and monitor.diversity["diversity"] > 0
