@@ -170,6 +170,8 @@ class MonitorBase(MonitorArguments):
 DEFAULT_LOG_EVERY = 50
 
 _WRAPPERS = ("lightning.fabric.wrappers", "lightning_fabric.wrappers")
+#: What a loop's `update` without D's outputs is told (the core adds how to let it probe).
+_MISSING = "`update` got no `d_real` and `d_fake`: pass them (D's outputs on the real and the generated batch)"
 
 
 class Host(NamedTuple):
@@ -238,13 +240,11 @@ class LoopMonitor(MonitorBase):
         given = None
         if d_real is not None and d_fake is not None:
             given = Observation(d_real.detach(), d_fake.detach(), [loss.detach() for loss in losses], fake)
-            fake = None
         index = self._batch_in_epoch if batch_idx is None else batch_idx
         self._batch_in_epoch += 1
-        missing = "`update` got no `d_real` and `d_fake`: pass them (D's outputs on the real and the generated batch)"
         verdict = self._monitor.update(
             batch, self._models, given=given, losses=losses, batch_idx=index, all_gather=host.all_gather,
-            missing=missing,
+            missing=_MISSING,
         )  # fmt: skip
         if verdict is not None:
             self._publish(verdict, host.loggers, host.rank_zero, self.metrics)
