@@ -7,12 +7,11 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 import torch
-from conftest import RecordOutputs, fit_digits, make_trainer
+from conftest import RecordOutputs, fit_digits, make_trainer, read_events
 from digits_gan import SCENARIOS, DigitsGAN, load_digits_tensor, make_dataloader
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 from template_gan import TemplateGAN, digit_images_loader
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from lightning_gan_monitor import (
     DiscriminatorScore,
@@ -605,8 +604,7 @@ def test_callback_flat_square_samples_are_shown_as_images_with_one_message(tmp_p
         "GANMonitor: showing generated samples of shape (64,) as 8x8 grayscale images; pass "
         "`GANMonitor(image_shape=[C, H, W])` to show them otherwise."
     ]
-    events = EventAccumulator(logger.log_dir, size_guidance={"images": 0})
-    events.Reload()
+    events = read_events(logger.log_dir)
     samples = events.Images("gan/samples")
     assert [e.step for e in samples] == [5, 10, 15, 20] and len(events.Images("gan/real_samples")) == 1
     assert (samples[0].width, samples[0].height) == (8 * 8 + 9 * 2, 8 * 8 + 9 * 2)  # 8 x 8 digits, 2 px apart

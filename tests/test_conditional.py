@@ -6,10 +6,9 @@ import pytest
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
-from conftest import make_trainer
+from conftest import make_trainer, read_events
 from pytorch_lightning.loggers import TensorBoardLogger
 from template_gan import digit_images_loader
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch import nn
 
 from lightning_gan_monitor import GANMonitor, GANMonitorWarning
@@ -88,8 +87,7 @@ def test_conditional_gan_is_probed_with_its_labels_and_training_is_untouched(tmp
     assert monitor.source_in_use == "probe" and monitor.reading == "logits"
     assert 0 < monitor.scores["generator_score"] < 1 and monitor.diversity["diversity"] > 0  # probed G(z, y)
     assert monitor.state_dict()["fixed_conditions"] is not None and len(monitor.state_dict()["fixed_conditions"]) == 64
-    events = EventAccumulator(logger.log_dir, size_guidance={"images": 0})
-    events.Reload()
+    events = read_events(logger.log_dir)
     assert [e.step for e in events.Images("gan/samples")] == [58, 116]  # G(z, y) of the fixed z and labels
     # the monitor's probes, diversity checks and grids leave the training as it would have been without it
     alone = train(tmp_path / "alone", [])

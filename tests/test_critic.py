@@ -9,11 +9,10 @@ import logging
 import pytest
 import pytorch_lightning as pl
 import torch
-from conftest import RecordOutputs, fit_digits, make_trainer
+from conftest import RecordOutputs, fit_digits, make_trainer, read_events
 from critic_gans import CriticGAN
 from digits_gan import SCENARIOS, load_digits_tensor, make_dataloader
 from pytorch_lightning.loggers import TensorBoardLogger
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from lightning_gan_monitor import FailureMode, GANMonitor, GANRankScores
 from lightning_gan_monitor.functional import RANK_NAMES, SCORE_NAMES
@@ -47,8 +46,7 @@ def test_critic_healthy_runs_raise_no_alarm(tmp_path, loss):
     assert monitor.generator_updates == updates
     # the summary names the updates where they differ from the batches
     assert (f"({updates} generator updates)" in str(monitor.summary)) == (loss == "wgan-gp")
-    events = EventAccumulator(logger.log_dir)
-    events.Reload()
+    events = read_events(logger.log_dir)
     tags = set(events.Tags()["scalars"])
     assert {f"gan/{name}" for name in RANK_NAMES} <= tags
     assert not {f"gan/{name}" for name in SCORE_NAMES} & tags  # a sigmoid of a critic's score means nothing
@@ -89,8 +87,7 @@ def test_critic_fooled_is_named_generator_dominates(tmp_path, loss):
 
 def test_critic_logged_values_are_the_rank_statistics_of_the_outputs(tmp_path):
     _, recorder, logger = fit_critic(tmp_path, "wgan-gp", batches=112, record=True)
-    events = EventAccumulator(logger.log_dir)
-    events.Reload()
+    events = read_events(logger.log_dir)
     for name in RANK_NAMES:
         logged = {e.step: e.value for e in events.Scalars(f"gan/{name}")}
         metric = GANRankScores()

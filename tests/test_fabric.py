@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import read_events
 from lightning.fabric import Fabric
 from lightning.fabric.loggers import TensorBoardLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -52,8 +53,7 @@ def _train(tmp_path: Path, **kwargs) -> tuple[GANMonitor, int, list[warnings.War
 
 def _events(tmp_path: Path) -> EventAccumulator:
     (path,) = tmp_path.rglob("events.out.tfevents.*")
-    events = EventAccumulator(str(path), size_guidance={"scalars": 0, "images": 0, "tensors": 0})
-    events.Reload()
+    events = read_events(str(path))
     return events
 
 

@@ -13,8 +13,8 @@ import textwrap
 
 import pytest
 import torch
+from conftest import read_events
 from packages import PACKAGES, ROOT, example, make_trainer, monitor_class, pl
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from lightning_gan_monitor import FailureMode, GANMonitorWarning, StoppingReason
 from lightning_gan_monitor.callback import GANMonitorBase
@@ -55,8 +55,7 @@ def test_packages_failure_stops_logs_to_tensorboard_and_checkpoints(tmp_path, pa
     assert monitor.stopping_reason is StoppingReason.FAILURE
     assert model.batches_trained == monitor.stopped_batch < 200
 
-    events = EventAccumulator(logger.log_dir, size_guidance={"tensors": 0, "scalars": 0})
-    events.Reload()
+    events = read_events(logger.log_dir)
     assert "gan/generator_score" in events.Tags()["scalars"]
     assert {"custom_scalars__config__", "gan/diagnosis/text_summary"} <= set(events.Tags()["tensors"])
     (diagnosis,) = events.Tensors("gan/diagnosis/text_summary")

@@ -16,10 +16,9 @@ import pytest
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
-from conftest import make_trainer
+from conftest import make_trainer, read_events
 from digits_gan import DigitsGAN, load_digits_tensor, make_dataloader
 from pytorch_lightning.loggers import TensorBoardLogger
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.custom_scalar import layout_pb2
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
@@ -236,8 +235,7 @@ def test_robustness_two_monitors_with_their_own_prefix_log_apart(tmp_path):
         warnings.simplefilter("error", GANMonitorWarning)  # no shared-tag warning
         trainer = make_trainer(tmp_path, [first, second], max_epochs=2, logger=logger, log_every_n_steps=5)
         trainer.fit(ReturnsGAN(make_output), make_dataloader(load_digits_tensor(3)))
-    events = EventAccumulator(logger.log_dir, size_guidance={"scalars": 0, "images": 0, "tensors": 0})
-    events.Reload()
+    events = read_events(logger.log_dir)
     tags = events.Tags()
     for prefix in ("gan/", "d2/"):
         assert {f"{prefix}{name}" for name in SCORE_NAMES} <= set(tags["scalars"])

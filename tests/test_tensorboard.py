@@ -181,8 +181,7 @@ def test_tensorboard_2d_samples_get_a_scatter_plot_on_fixed_axes(tmp_path, caplo
     assert any(
         "as a scatter plot of generated (red) against real (gray) points" in r.getMessage() for r in caplog.records
     )
-    events = EventAccumulator(logger.log_dir, size_guidance={"images": 0})
-    events.Reload()
+    events = read_events(logger.log_dir)
     plots = events.Images("gan/samples")
     assert [e.step for e in plots] == [16, 32, 48] and "gan/real_samples" not in events.Tags()["images"]
     pixels = [np.asarray(Image.open(io.BytesIO(e.encoded_image_string)).convert("RGB")) for e in plots]
