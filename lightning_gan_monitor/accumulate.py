@@ -132,8 +132,6 @@ class Window(NamedTuple):
 class Readout(NamedTuple):
     """What one check read back, in host numbers: every process's, so every process decides the same."""
 
-    #: The window's first batch.
-    first: int
     #: Per batch: its ``VALUE_NAMES`` values (None if nothing was observed) and whether a value was NaN or infinite;
     #: None while ``output="auto"`` has not decided how to read D's outputs (the window is held back until it has).
     observed: list[tuple[list[float] | None, bool]] | None
@@ -282,7 +280,7 @@ class Accumulator:
         logits = self.reading.choose(window.outside, first, last, final or log, self.logged)
         if logits is None:  # output="auto" has not seen enough to decide: these batches are judged once it has
             self.held = window
-            return Readout(first, None, None, faults_read)
+            return Readout(None, None, faults_read)
         critic = self.reading.critic
         observed = []
         for b in window.batches(logits):
@@ -293,7 +291,7 @@ class Accumulator:
             sums, self.log_sums = self.log_sums, [0.0] * len(self.log_sums)
             logged = values_from(sums[:NUM_STATS], sums[NUM_STATS:] if self.ranked else None, critic)
             self.logged = True
-        return Readout(first, observed, logged, faults_read)
+        return Readout(observed, logged, faults_read)
 
     def state_dict(self) -> dict[str, Any]:
         """The reading, the since-log sums and the window held back (plain floats, for checkpoints)."""

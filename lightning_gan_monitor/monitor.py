@@ -320,7 +320,7 @@ class Monitor:
         readout = self._accumulator.check(self._batches, all_gather, log, training_over or due, faults)
         self._faults.agree(readout.faults, faults, self._batches)
         firings = []
-        if due and self._watch is not None and self._watch.fake_source != "off":
+        if due and self._watch is not None and not self._watch.off:
             try:
                 values = self._watch.measure()
             except Exception as err:  # on every process alike (its collectives ran everywhere)
